@@ -1,0 +1,174 @@
+"""The typed loader for `models.toml`: training, the local stack and the CDK app read the catalog only through here."""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ROOT = Path(__file__).resolve().parent
+CATALOG_PATH = ROOT / "models.toml"
+PACKAGES_DIR = ROOT / "build" / "models"
+
+Hyperparameter = int | float | str | bool
+
+
+class Task(StrEnum):
+    TEXT_CLASSIFICATION = "text-classification"
+    SENTENCE_EMBEDDING = "sentence-embedding"
+    IMAGE_CLASSIFICATION = "image-classification"
+
+
+class Target(StrEnum):
+    LAMBDA = "lambda"
+    SAGEMAKER = "sagemaker"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Platform(_Strict):
+    """Bucket layout and batch wiring: one source for the CDK stacks and the local stack."""
+
+    models_prefix: str = "models/"
+    datasets_prefix: str = "datasets/"
+    batch_input_prefix: str = "batch/input/"
+    batch_output_prefix: str = "batch/output/"
+    batch_output_expiry_days: Annotated[int, Field(ge=1)] = 30
+    batch_function_timeout_s: Annotated[int, Field(ge=1, le=900)] = 300
+    batch_function_memory_mb: Annotated[int, Field(ge=128, le=10240)] = 3008
+    batch_rows_per_inference: Annotated[int, Field(ge=1, le=4096)] = 64
+    queue_batch_size: Annotated[int, Field(ge=1, le=10)] = 1
+    queue_max_receive_count: Annotated[int, Field(ge=5)] = 5
+    api_function_timeout_s: Annotated[int, Field(ge=1, lt=30)] = 25
+    api_throttle_rate: Annotated[int, Field(ge=1)] = 100
+    api_throttle_burst: Annotated[int, Field(ge=1)] = 200
+    log_retention_days: Annotated[int, Field(ge=1)] = 30
+
+    @property
+    def queue_visibility_timeout_s(self) -> int:
+        """Lambda's guidance for SQS sources: at least six times the function timeout."""
+        return 6 * self.batch_function_timeout_s
+
+    @model_validator(mode="after")
+    def _output_outside_input(self) -> Platform:
+        if self.batch_output_prefix.startswith(self.batch_input_prefix):
+            raise ValueError("batch_output_prefix must not be under batch_input_prefix (it would re-trigger the batch)")
+        return self
+
+
+class LambdaPlacement(_Strict):
+    memory_mb: Annotated[int, Field(ge=128, le=10240)] = 2048
+    architecture: Literal["x86_64", "arm64"] = "x86_64"
+    p95_budget_ms: Annotated[float, Field(gt=0)] = 100.0
+
+
+class SageMakerPlacement(_Strict):
+    instance_type: Annotated[str, Field(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")] = "ml.g5.xlarge"
+    initial_instance_count: Annotated[int, Field(ge=1)] = 1
+    max_instance_count: Annotated[int, Field(ge=1)] = 2
+    invocations_per_instance: Annotated[int, Field(ge=1)] = 1000
+    max_batch_size: Annotated[int, Field(ge=1)] = 64
+    tensorrt: bool = False
+
+
+class TrainingPlacement(_Strict):
+    instance_type: Annotated[str, Field(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")] = "ml.g5.xlarge"
+    instance_count: Annotated[int, Field(ge=1)] = 1
+    use_spot: bool = False
+    max_run_s: Annotated[int, Field(ge=60)] = 4 * 3600
+
+
+class ModelEntry(_Strict):
+    name: str
+    task: Task
+    source: Annotated[str, Field(pattern=r"^(pretrained|architecture):.+$")]
+    dataset: str
+    target: Target
+    max_instances: Annotated[int, Field(ge=1, le=4096)] = 64
+    labels: tuple[str, ...] = ()
+    hyperparameters: dict[str, Hyperparameter] = Field(default_factory=dict)
+    demo_hyperparameters: dict[str, Hyperparameter] = Field(default_factory=dict)
+    lambda_: LambdaPlacement = Field(default_factory=LambdaPlacement, alias="lambda")
+    sagemaker: SageMakerPlacement = Field(default_factory=SageMakerPlacement)
+    training: TrainingPlacement = Field(default_factory=TrainingPlacement)
+
+    @model_validator(mode="after")
+    def _labels_match_task(self) -> ModelEntry:
+        classifies = self.task in (Task.TEXT_CLASSIFICATION, Task.IMAGE_CLASSIFICATION)
+        if classifies and len(self.labels) < 2:
+            raise ValueError(f"a {self.task} model needs at least two labels")
+        if not classifies and self.labels:
+            raise ValueError(f"a {self.task} model takes no labels")
+        return self
+
+    def hyperparameters_for(self, profile: Literal["full", "demo"]) -> dict[str, Hyperparameter]:
+        """The catalog's hyperparameters, with the demo overrides on top for the CPU demo profile."""
+        if profile == "demo":
+            return {**self.hyperparameters, **self.demo_hyperparameters}
+        return dict(self.hyperparameters)
+
+    @property
+    def package_dir(self) -> Path:
+        """Where local mode leaves this model's latest package."""
+        return PACKAGES_DIR / self.name
+
+
+class Catalog(_Strict):
+    platform: Platform = Field(default_factory=Platform)
+    models: dict[str, ModelEntry]
+
+    def model(self, name: str) -> ModelEntry:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise CatalogError(f"no model named {name!r} in the catalog (known: {', '.join(self.models)})") from None
+
+    def on(self, target: Target) -> list[ModelEntry]:
+        return [entry for entry in self.models.values() if entry.target is target]
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be used; the message names the model and the field."""
+
+
+def parse_catalog(document: dict) -> Catalog:
+    """Validate a parsed TOML document, naming the model and field of the first problems found."""
+    models = document.get("models")
+    if not isinstance(models, dict) or not models:
+        raise CatalogError("the catalog needs at least one [models.<name>] table")
+    for name, entry in models.items():
+        if not isinstance(entry, dict):
+            raise CatalogError(f"model {name!r}: expected a table, got {type(entry).__name__}")
+        try:
+            ModelEntry.model_validate({**entry, "name": name})
+        except ValidationError as error:
+            raise CatalogError(f"model {name!r}: {_describe(error)}") from None
+    try:
+        return Catalog.model_validate(
+            {**document, "models": {name: {**entry, "name": name} for name, entry in models.items()}}
+        )
+    except ValidationError as error:
+        raise CatalogError(f"catalog: {_describe(error)}") from None
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(
+        f"field {'.'.join(str(part) for part in problem['loc']) or '(entry)'}: {problem['msg']}"
+        for problem in error.errors()
+    )
+
+
+@cache
+def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
+    """Read and validate the catalog file once per process."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise CatalogError(f"{path.name} is not valid TOML: {error}") from None
+    return parse_catalog(document)
