@@ -1,0 +1,60 @@
+# Every habit is a target. `make demo` runs the product end to end; `make test` runs the whole suite.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3
+
+export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help setup models demo serve test lint synth bench bench-gpu clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt functions/requirements.txt training/requirements.txt
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed ## create .venv and install Python and npm dependencies
+
+models: $(VENV)/.installed ## train and package every catalog model in local mode (reuses finished packages)
+	$(PY) -m training.submit --all --profile demo
+
+demo: models ## train → export → serve → answer real requests and a batch file (ONCE=1 exits after the demo traffic)
+	$(PY) -m local demo $(if $(ONCE),--once,)
+
+serve: models ## serve every model on this machine: HTTP API on :3000, S3/SQS (moto) on :5000
+	$(PY) -m local serve
+
+test: setup ## run the whole test suite
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed ## ruff lint + format check, mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy catalog.py functions local stacks training bench app.py
+
+synth: setup models ## cdk synth into cdk.out/ (deploy gate, cdk-nag) and cfn-lint every template
+	npx cdk synth --quiet
+	$(VENV)/bin/cfn-lint cdk.out/*.template.json
+
+bench: setup models ## side-by-side benchmark: build/bench/report.{json,md,png}
+	$(PY) -m bench
+
+bench-gpu: $(VENV)/.installed ## ONNX Runtime CUDA/TensorRT vs PyTorch CUDA (needs a GPU machine)
+	$(PY) -m bench.gpu
+
+clean: ## remove build outputs (packages, cdk.out, bench reports)
+	rm -rf build cdk.out
