@@ -1,0 +1,78 @@
+"""Fixtures shared by every suite: fake AWS credentials, real event payloads, a Lambda context, tiny real packages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from catalog import load_catalog
+
+EVENTS_DIR = Path(__file__).parent / "events"
+
+# Enough training to exercise every step of the real pipeline in seconds, not minutes.
+TEST_OVERRIDES: dict[str, dict[str, int | float | str | bool]] = {
+    "sentiment": {"epochs": 1, "max_steps": 6, "batch_size": 8, "max_train_samples": 256, "max_eval_samples": 128},
+    "embeddings": {"max_eval_samples": 64},
+    "digits": {"epochs": 3},
+}
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach a real AWS account."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "ModelServingTests")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+
+
+@pytest.fixture
+def load_event() -> Callable[[str], dict]:
+    """A real event payload from tests/events/<name>.json (a fresh copy each call)."""
+
+    def load(name: str) -> dict:
+        return json.loads((EVENTS_DIR / f"{name}.json").read_text())
+
+    return load
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "model-serving-test"
+    memory_limit_in_mb: int = 2048
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:model-serving-test"
+    aws_request_id: str = "52fdfc07-2182-154f-163f-5f0f9a621d72"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 25_000
+
+
+@pytest.fixture
+def lambda_context() -> LambdaContext:
+    return LambdaContext()
+
+
+@pytest.fixture(scope="session")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny but real model packages, trained and exported by the real pipeline once per test session."""
+    from training.submit import train_local
+
+    work = tmp_path_factory.mktemp("training")
+    built: dict[str, Path] = {}
+    for entry in load_catalog().models.values():
+        built[entry.name] = train_local(
+            entry,
+            profile="demo",
+            overrides=TEST_OVERRIDES.get(entry.name, {}),
+            work_dir=work / entry.name,
+            package_dir=work / "packages" / entry.name,
+        )
+    return built
