@@ -1,0 +1,194 @@
+"""Train catalog models in local mode or on SageMaker, reusing packages that are already what would be trained.
+
+python -m training.submit --all|--model NAME [--profile demo|full] [--mode local|sagemaker] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from catalog import ROOT, ModelEntry, load_catalog
+from training.local_mode import Profile, TrainingJobError, train_local
+from training.sagemaker_job import train_on_sagemaker
+
+__all__ = ["Reuse", "TrainingJobError", "check_reuse", "main", "train_local", "train_on_sagemaker", "verify_package"]
+
+WORK_ROOT = ROOT / "build" / "training"
+# Who the job is, not how it trains: these differ between runs of the same training and never block reuse.
+IDENTITY_KEYS = frozenset({"model_name", "profile", "job_name"})
+SAGEMAKER = "sagemaker_"
+
+
+class PackageRejectedError(ValueError):
+    """A package that must not be used: missing, tampered with, or without passing parity."""
+
+
+def verify_package(package_dir: Path) -> dict[str, Any]:
+    """The package's manifest, after checking parity passed and every listed file's size and sha256."""
+    manifest_path = package_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise PackageRejectedError(f"{manifest_path}: unreadable manifest ({error})") from None
+    if manifest.get("parity", {}).get("passed") is not True:
+        raise PackageRejectedError(f"{package_dir}: parity did not pass")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "model.onnx" not in files:
+        raise PackageRejectedError(f"{package_dir}: manifest lists no model.onnx")
+    for name, record in files.items():
+        path = package_dir / name
+        if not path.is_file():
+            raise PackageRejectedError(f"{package_dir}: {name} is missing")
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != record.get("sha256"):
+            raise PackageRejectedError(f"{package_dir}: {name} does not match its sha256")
+    return manifest
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """Whether a finished package can stand in for a new training run, and why not when it cannot."""
+
+    package_dir: Path
+    reusable: bool
+    reason: str
+
+
+def _training_settings(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    # JSON round trip: the manifest stores what the job decoded from hyperparameters.json.
+    settings = json.loads(json.dumps(dict(hyperparameters)))
+    return {
+        key: value for key, value in settings.items() if key not in IDENTITY_KEYS and not key.startswith("sagemaker_")
+    }
+
+
+def check_reuse(
+    entry: ModelEntry, *, profile: Profile, overrides: Mapping[str, Any] | None = None, package_dir: Path | None = None
+) -> Reuse:
+    """A package is reused only if it verifies and was trained with exactly this profile and these hyperparameters."""
+    directory = Path(package_dir) if package_dir else entry.package_dir
+    if not (directory / "manifest.json").is_file():
+        return Reuse(directory, False, "no package yet")
+    try:
+        manifest = verify_package(directory)
+    except PackageRejectedError as error:
+        return Reuse(directory, False, str(error))
+    source = manifest.get("source", {})
+    if source.get("profile") != profile:
+        return Reuse(directory, False, f"trained with profile {source.get('profile')!r}, not {profile!r}")
+    wanted = _training_settings({**entry.hyperparameters_for(profile), **(overrides or {})})
+    trained = _training_settings(source.get("hyperparameters", {}))
+    if trained != wanted:
+        changed = sorted(key for key in wanted.keys() | trained.keys() if wanted.get(key) != trained.get(key))
+        return Reuse(directory, False, f"hyperparameters changed: {', '.join(changed)}")
+    return Reuse(directory, True, "parity passed, checksums match, same profile and hyperparameters")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) and not isinstance(value, bool) else "n/a"
+
+
+def describe_package(package_dir: Path) -> str:
+    """One line a person reads after a run: quality vs baseline, parity, shipped precision, where it is."""
+    manifest = json.loads((package_dir / "manifest.json").read_text())
+    metrics = manifest.get("metrics", {})
+    baseline = metrics.get("baseline") or {}
+    parity = manifest.get("parity", {})
+    quality = [f"{key}={_number(value)}" for key, value in metrics.items() if key != "baseline"]
+    if baseline:
+        quality.append(f"baseline {baseline.get('name', '?')} test_accuracy={_number(baseline.get('test_accuracy'))}")
+    return (
+        f"{' '.join(quality) or 'no metrics'} | parity {'passed' if parity.get('passed') else 'FAILED'}"
+        f" (max_abs_diff={parity.get('max_abs_diff', 'n/a')}, tol={parity.get('tolerance', 'n/a')})"
+        f" | precision {manifest.get('graph', {}).get('precision', '?')} | {package_dir}"
+    )
+
+
+def _sagemaker_clients(region: str | None) -> tuple[Any, Any]:
+    import boto3
+
+    session = boto3.Session(region_name=region)
+    return session.client("sagemaker"), session.client("s3")
+
+
+def train_one(entry: ModelEntry, arguments: argparse.Namespace) -> Path:
+    """Reuse the package when it is current, else train it in the chosen mode; prints one summary line."""
+    profile: Profile = arguments.profile
+    work_dir = WORK_ROOT / f"{entry.name}-{profile}"
+    started = time.perf_counter()
+    if not arguments.force:
+        reuse = check_reuse(entry, profile=profile)
+        if reuse.reusable:
+            print(f"[{entry.name}] reusing {reuse.package_dir}: {reuse.reason}", flush=True)
+            print(f"[{entry.name}] {describe_package(reuse.package_dir)}", flush=True)
+            return reuse.package_dir
+        print(f"[{entry.name}] training ({arguments.mode}, profile {profile}): {reuse.reason}", flush=True)
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)  # --force also drops checkpoints a resumed job would pick up
+    if arguments.mode == "local":
+        package = train_local(entry, profile=profile, work_dir=work_dir, processes=arguments.processes)
+    else:
+        if not arguments.role_arn or not arguments.bucket:
+            raise SystemExit("--mode sagemaker needs --role-arn and --bucket (or SAGEMAKER_ROLE_ARN and MODELS_BUCKET)")
+        sagemaker, s3 = _sagemaker_clients(arguments.region)
+        package = train_on_sagemaker(
+            entry,
+            profile=profile,
+            sagemaker=sagemaker,
+            s3=s3,
+            role_arn=arguments.role_arn,
+            bucket=arguments.bucket,
+            platform=load_catalog().platform,
+            work_dir=work_dir,
+        )
+    wall = time.perf_counter() - started
+    print(f"[{entry.name}] trained in {wall:.1f} s | {describe_package(package)}", flush=True)
+    return package
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.submit", description=__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every model in the catalog")
+    which.add_argument("--model", action="append", metavar="NAME", help="one catalog model (repeatable)")
+    parser.add_argument("--profile", choices=["demo", "full"], default="demo", help="demo: the CPU budget (default)")
+    parser.add_argument("--mode", choices=["local", "sagemaker"], default="local")
+    parser.add_argument("--force", action="store_true", help="retrain even when a matching package exists")
+    parser.add_argument("--processes", type=int, default=1, help="local mode: torchrun processes (DDP on gloo)")
+    parser.add_argument("--role-arn", default=os.environ.get("SAGEMAKER_ROLE_ARN"), help="SageMaker execution role")
+    parser.add_argument("--bucket", default=os.environ.get("MODELS_BUCKET"), help="artifacts bucket (SageMaker mode)")
+    parser.add_argument("--region", default=None, help="AWS region (default: the boto3 session's)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    catalog = load_catalog()
+    entries = list(catalog.models.values()) if arguments.all else [catalog.model(name) for name in arguments.model]
+    failures: list[str] = []
+    started = time.perf_counter()
+    for entry in entries:
+        try:
+            train_one(entry, arguments)
+        except TrainingJobError as error:
+            print(f"[{entry.name}] FAILED: {error}", file=sys.stderr, flush=True)
+            failures.append(entry.name)
+    print(f"{len(entries) - len(failures)}/{len(entries)} packages ready in {time.perf_counter() - started:.1f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
