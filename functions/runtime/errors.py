@@ -1,0 +1,23 @@
+"""Typed serving errors: the runtime raises them, each handler maps them to its own answer in one place."""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base of every error the runtime raises on purpose; the message is safe to show a caller."""
+
+
+class InputError(ServingError):
+    """The caller's input cannot be scored (wrong name, type, shape, empty): a client error."""
+
+
+class UnknownModelError(ServingError):
+    """No model with that name (or version) is served by this function."""
+
+
+class TooManyInstancesError(InputError):
+    """More instances in one request than the model's max_instances allows."""
+
+
+class BackendError(ServingError):
+    """The inference backend (ONNX Runtime or a SageMaker endpoint) failed: a server-side error."""

@@ -1,0 +1,126 @@
+"""Open Inference Protocol v2 tensors (KServe / Triton): JSON <-> numpy, shared by the API and the SageMaker backend."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.runtime.errors import InputError
+from functions.runtime.package import TensorSpec
+
+NUMPY_DTYPES: dict[str, type] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BYTES": np.object_,
+}
+V2_DATATYPES: dict[np.dtype, str] = {np.dtype(dtype): name for name, dtype in NUMPY_DTYPES.items() if name != "BYTES"}
+
+
+class RequestInput(BaseModel):
+    """One input tensor of a v2 inference request."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class RequestOutput(BaseModel):
+    """An output the caller asks for (v2 `outputs`); the default is every output."""
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    """The v2 inference request body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class InferResponse(BaseModel):
+    """The v2 inference response body (`id` and `parameters` only when there is something to say)."""
+
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[ResponseOutput]
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    """Row-major flattening: the spec allows nested arrays as well as flat data."""
+    if not any(isinstance(item, list) for item in data):
+        return data
+    flat: list[Any] = []
+    for item in data:
+        flat.extend(_flatten(item) if isinstance(item, list) else [item])
+    return flat
+
+
+def decode_input(tensor: RequestInput, spec: TensorSpec) -> Any:
+    """Check a request tensor against the model's declared input; BYTES stay a list of str, numbers become numpy."""
+    if tensor.datatype != spec.datatype:
+        raise InputError(f"input {tensor.name!r}: datatype {tensor.datatype}, expected {spec.datatype}")
+    if len(tensor.shape) != len(spec.shape) or any(
+        want not in (-1, got) for want, got in zip(spec.shape, tensor.shape, strict=True)
+    ):
+        raise InputError(f"input {tensor.name!r}: shape {tensor.shape} does not match {spec.shape}")
+    if any(dim < 0 for dim in tensor.shape):
+        raise InputError(f"input {tensor.name!r}: shape {tensor.shape} has a negative dimension")
+    if tensor.shape[0] == 0:
+        raise InputError(f"input {tensor.name!r}: no instances (shape {tensor.shape})")
+    data = _flatten(tensor.data)
+    if len(data) != math.prod(tensor.shape):
+        raise InputError(
+            f"input {tensor.name!r}: shape {tensor.shape} needs {math.prod(tensor.shape)} values, got {len(data)}"
+        )
+    if spec.datatype == "BYTES":
+        if not all(isinstance(item, str) for item in data):
+            raise InputError(f"input {tensor.name!r}: BYTES data must be strings")
+        return data
+    if not all(isinstance(item, int | float) and not isinstance(item, bool) for item in data):
+        raise InputError(f"input {tensor.name!r}: {spec.datatype} data must be numbers")
+    return np.asarray(data, dtype=NUMPY_DTYPES[spec.datatype]).reshape(tensor.shape)
+
+
+def encode_output(name: str, array: np.ndarray) -> dict[str, Any]:
+    """A numpy array as a v2 response tensor: flat row-major data, BYTES for strings."""
+    datatype = "BYTES" if array.dtype == np.object_ or array.dtype.kind in "US" else V2_DATATYPES[array.dtype]
+    data = array.ravel().tolist()
+    if datatype == "BYTES":
+        data = [str(item) for item in data]
+    return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": data}
+
+
+def decode_output(tensor: dict[str, Any]) -> np.ndarray:
+    """A v2 response tensor (from Triton) as a numpy array of its declared datatype and shape."""
+    try:
+        dtype = NUMPY_DTYPES[tensor["datatype"]]
+        return np.asarray(_flatten(tensor["data"]), dtype=dtype).reshape(tensor["shape"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"not a v2 output tensor: {error}") from None

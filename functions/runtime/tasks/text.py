@@ -1,0 +1,90 @@
+"""Text tasks: `tokenizers` with truncation at max_length and padding to the longest text in the batch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from functions.runtime.errors import InputError
+from functions.runtime.package import ModelPackage
+from functions.runtime.tasks.base import Classifier, Prepared, TaskProcessor
+
+DEFAULT_PAD_TOKEN = "[PAD]"
+
+
+def load_tokenizer(package: ModelPackage) -> Tokenizer:
+    """The package's fast tokenizer, re-configured: the exported file may pad to a fixed length, we never do."""
+    tokenizer = Tokenizer.from_file(str(package.tokenizer_path))
+    max_length = package.manifest.preprocessing.max_length
+    assert max_length is not None  # load_package guarantees it for text tasks
+    padding = tokenizer.padding or {}
+    pad_token = padding.get("pad_token", DEFAULT_PAD_TOKEN)
+    pad_id = padding.get("pad_id", tokenizer.token_to_id(pad_token) or 0)
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)  # no length: pad to the longest in the batch
+    return tokenizer
+
+
+def as_texts(value: Any, input_name: str) -> list[str]:
+    """A non-empty list of non-blank strings, or an InputError naming the first bad item."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise InputError(f"input {input_name!r}: expected a 1-D list of strings, got shape {list(value.shape)}")
+        value = value.tolist()
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise InputError(f"input {input_name!r}: expected a list of strings")
+    if not value:
+        raise InputError(f"input {input_name!r}: no instances")
+    for index, text in enumerate(value):
+        if not isinstance(text, str):
+            raise InputError(f"input {input_name!r}: item {index} is {type(text).__name__}, expected a string")
+        if not text.strip():
+            raise InputError(f"input {input_name!r}: item {index} is an empty string")
+    return value if isinstance(value, list) else list(value)
+
+
+class _TextTask(TaskProcessor):
+    def __init__(self, package: ModelPackage) -> None:
+        super().__init__(package)
+        self.tokenizer = load_tokenizer(package)
+
+    def prepare(self, inputs: Mapping[str, Any]) -> Prepared:
+        texts = as_texts(self.batch_of(inputs), self.input_name)
+        encodings = self.tokenizer.encode_batch(texts)
+        input_ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
+        attention_mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
+        available = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.graph_input_names:
+            available["token_type_ids"] = np.zeros_like(input_ids)
+        feeds = {name: available[name] for name in self.graph_input_names}
+        truncated = [index for index, encoding in enumerate(encodings) if encoding.overflowing]
+        return Prepared(feeds=feeds, batch_size=len(texts), truncated=truncated)
+
+    def check_instance(self, value: Any) -> str:
+        if isinstance(value, dict) and set(value) == {self.input_name}:
+            value = value[self.input_name]
+        if not isinstance(value, str):
+            raise InputError(f"{self.input_name!r} must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise InputError(f"{self.input_name!r} is empty")
+        return value
+
+    def example_inputs(self) -> dict[str, Any]:
+        return {self.input_name: ["A short warm-up sentence.", "Another one, a little longer than the first."]}
+
+
+class TextClassification(Classifier, _TextTask):
+    """Logits -> softmax probabilities and a label per text."""
+
+
+class SentenceEmbedding(_TextTask):
+    """The graph already pools and L2-normalises; the runtime passes the vectors through."""
+
+    def finish(self, graph_outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {self.manifest.outputs[0].name: graph_outputs[self.graph_output_names[0]]}
+
+    def predictions(self, outputs: Mapping[str, np.ndarray]) -> list[Any]:
+        return outputs[self.manifest.outputs[0].name].tolist()
