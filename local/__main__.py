@@ -1,0 +1,131 @@
+"""python -m local serve | demo [--once]: the whole serving stack on this machine, in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from catalog import ROOT, load_catalog
+from local.config import LocalConfig
+from local.stack import LocalStack, StackInfo
+
+log = logging.getLogger("local")
+
+
+def find_packages(build_missing: bool) -> dict[str, Path]:
+    """Every catalog model's package under build/models/, training the missing ones through training.submit."""
+    catalog = load_catalog()
+    missing = [entry.name for entry in catalog.models.values() if not (entry.package_dir / "manifest.json").is_file()]
+    if missing and build_missing:
+        for name in missing:
+            log.info(
+                "no package for %s yet: training it (python -m training.submit --model %s --profile demo)", name, name
+            )
+            # A child process: the serving side never imports torch.
+            subprocess.run(
+                [sys.executable, "-m", "training.submit", "--model", name, "--profile", "demo"], cwd=ROOT, check=True
+            )
+    packages = {entry.name: entry.package_dir for entry in catalog.models.values()}
+    absent = [name for name, path in packages.items() if not (path / "manifest.json").is_file()]
+    if absent:
+        raise SystemExit(
+            f"no package for {', '.join(absent)} in {catalog.models[absent[0]].package_dir.parent}; run `make models`"
+        )
+    return packages
+
+
+def usage_text(info: StackInfo) -> str:
+    """What a person types next: curl for v2/v1/metadata, aws s3 cp and boto3 for batch."""
+    api, aws_url, bucket = info.api_url, info.aws_url, info.resources.bucket
+    prefix = load_catalog().platform.batch_input_prefix
+    output = load_catalog().platform.batch_output_prefix
+    lines = [
+        "",
+        f"  HTTP API (API Gateway 2.0 → functions.api.handler)   {api}",
+        f"  S3 + SQS (moto server)                              {aws_url}   bucket: {bucket}",
+        f"  batch queue / dead-letter queue                     {info.resources.queue_url} / "
+        f"{info.resources.dead_letter_queue_url}",
+        f"  SageMaker runtime stand-in                          {info.sagemaker_url}   endpoints: "
+        f"{', '.join(f'{m} → {e}' for m, e in info.sagemaker_endpoints.items()) or 'none'}",
+        "",
+        "  Try:",
+        f"    curl -s {api}/v2/health/ready -o /dev/null -w '%{{http_code}}\\n'",
+        f"    curl -s {api}/v2/models/sentiment",
+        f"    curl -s {api}/v2/models/sentiment/infer -H 'content-type: application/json' \\",
+        """      -d '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["great day"]}]}'""",
+        f"    curl -s '{api}/v1/models/sentiment:predict' -H 'content-type: application/json' \\",
+        """      -d '{"instances": ["I love this", "this is awful"]}'""",
+        f"    curl -s '{api}/v1/models/embeddings:predict' -H 'content-type: application/json' "
+        """-d '{"instances": ["hello world"]}'""",
+        "",
+        "  Batch (any file under the input prefix is scored; results land under the output prefix):",
+        """    printf '{"id": "a", "text": "best launch ever"}\\n{"id": "b", "text": "meh"}\\n' > tweets.jsonl""",
+        "    AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \\",
+        f"      aws s3 cp tweets.jsonl s3://{bucket}/{prefix}sentiment/tweets.jsonl --endpoint-url {aws_url}",
+        f"    aws s3 ls s3://{bucket}/{output}sentiment/ --recursive --endpoint-url {aws_url}",
+        "",
+        "  boto3:",
+        f"    s3 = boto3.client('s3', endpoint_url='{aws_url}', region_name='us-east-1',",
+        "                      aws_access_key_id='testing', aws_secret_access_key='testing')",
+        f"    s3.upload_file('tweets.jsonl', '{bucket}', '{prefix}sentiment/tweets.jsonl')",
+        f"    s3.list_objects_v2(Bucket='{bucket}', Prefix='{output}sentiment/')['Contents']",
+        "",
+        "  Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+def wait_for_signal(stop: threading.Event) -> None:
+    """Serve until SIGINT or SIGTERM; the wait is in slices so that signals are handled promptly."""
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stop.wait(0.5):
+        pass
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve every model until Ctrl-C")
+    demo = commands.add_parser("demo", help="serve, send real requests and a batch file, print the answers")
+    demo.add_argument("--once", action="store_true", help="exit after the demo traffic (also DEMO_ONCE=1)")
+    for command in (commands.choices["serve"], demo):
+        command.add_argument("--no-build", action="store_true", help="fail instead of training missing packages")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    packages = find_packages(build_missing=not arguments.no_build)
+    config = LocalConfig.from_env()
+    stop = threading.Event()
+    with LocalStack(config, packages) as stack:
+        assert stack.info is not None
+        print(usage_text(stack.info), flush=True)
+        if arguments.command == "demo":
+            from local.demo import run_demo
+
+            ok = run_demo(stack)
+            if arguments.once or os.environ.get("DEMO_ONCE") == "1":
+                return 0 if ok else 1
+            print("\nThe demo traffic is done; the stack keeps serving until Ctrl-C.", flush=True)
+        wait_for_signal(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

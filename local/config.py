@@ -1,0 +1,67 @@
+"""The local stack's own settings: ports, bucket and timings from LOCAL_* variables, read once at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from catalog import Platform
+
+HOST = "127.0.0.1"  # never another interface: the stack has no authentication
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"  # moto's default account, so ARNs match what moto returns
+
+LOCAL_API_PORT = "LOCAL_API_PORT"
+LOCAL_AWS_PORT = "LOCAL_AWS_PORT"
+LOCAL_SAGEMAKER_PORT = "LOCAL_SAGEMAKER_PORT"
+LOCAL_BUCKET = "LOCAL_BUCKET"
+LOCAL_VISIBILITY_TIMEOUT = "LOCAL_VISIBILITY_TIMEOUT"
+LOCAL_POLL_WAIT = "LOCAL_POLL_WAIT"
+
+
+class LocalConfigError(ValueError):
+    """A LOCAL_* variable that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Where the stack listens and how the batch queue behaves; port 0 means 'any free port' (tests)."""
+
+    api_port: int = 3000
+    aws_port: int = 5000
+    sagemaker_port: int = 8080
+    bucket: str = "model-serving-local"
+    queue_name: str = "model-serving-batch"
+    dead_letter_queue_name: str = "model-serving-batch-dlq"
+    visibility_timeout_s: int | None = None  # None: the platform's (6x the batch function timeout), as in the cloud
+    poll_wait_s: int = 2  # long-poll wait; shorter than Lambda's 20 s so that Ctrl-C is prompt
+
+    def queue_visibility_timeout_s(self, platform: Platform) -> int:
+        """The platform's timeout unless a test or a curious user shortened it."""
+        return platform.queue_visibility_timeout_s if self.visibility_timeout_s is None else self.visibility_timeout_s
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalConfig:
+        env = os.environ if environ is None else environ
+        return cls(
+            api_port=_int(env, LOCAL_API_PORT, cls.api_port),
+            aws_port=_int(env, LOCAL_AWS_PORT, cls.aws_port),
+            sagemaker_port=_int(env, LOCAL_SAGEMAKER_PORT, cls.sagemaker_port),
+            bucket=env.get(LOCAL_BUCKET) or cls.bucket,
+            visibility_timeout_s=_int(env, LOCAL_VISIBILITY_TIMEOUT, None),
+            poll_wait_s=_int(env, LOCAL_POLL_WAIT, cls.poll_wait_s) or 0,
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise LocalConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise LocalConfigError(f"{name} must not be negative, got {value}")
+    return value

@@ -1,0 +1,199 @@
+"""SageMaker runtime's InvokeEndpoint path served locally, running v2 JSON tensors through the package's Triton graph.
+
+The real GPU endpoint is Triton behind SageMaker; this stand-in loads the same `triton/model.tar.gz` the endpoint
+would get and answers the way SageMaker wraps a model container, so the handler's SageMaker backend runs unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tarfile
+import tempfile
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+from pydantic import ValidationError
+
+from functions.runtime.errors import InputError
+from functions.runtime.package import TensorSpec, load_package
+from functions.runtime.protocol import InferRequest, decode_input, encode_output
+from functions.runtime.session import create_session
+from local.config import ACCOUNT_ID, HOST, REGION
+
+INVOCATIONS_PATH = re.compile(r"^/endpoints/(?P<endpoint>[A-Za-z0-9-]{1,63})/invocations$")
+MAX_PAYLOAD_BYTES = 25 * 1024 * 1024  # InvokeEndpoint's request limit
+
+log = logging.getLogger("local.sagemaker")
+
+
+@dataclass
+class EndpointModel:
+    """One endpoint's single model, as Triton would load it from the model repository."""
+
+    model_name: str
+    version: str
+    session: ort.InferenceSession
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def infer(self, body: bytes) -> dict[str, Any]:
+        """A v2 inference request in, a v2 response out; bad tensors raise InputError (Triton's 400)."""
+        try:
+            request = InferRequest.model_validate_json(body)
+        except ValidationError as error:
+            raise InputError(f"malformed v2 request: {error.errors()[0]['msg']}") from None
+        specs = {spec.name: spec for spec in self.inputs}
+        given = {tensor.name: tensor for tensor in request.inputs}
+        if set(given) != set(specs):
+            raise InputError(f"inputs {sorted(given)} do not match the model's {sorted(specs)}")
+        feeds = {name: decode_input(tensor, specs[name]) for name, tensor in given.items()}
+        wanted = [output.name for output in request.outputs] if request.outputs else [o.name for o in self.outputs]
+        unknown = set(wanted) - {output.name for output in self.outputs}
+        if unknown:
+            raise InputError(f"unknown outputs {sorted(unknown)}")
+        results = self.session.run(wanted, feeds)
+        response: dict[str, Any] = {"model_name": self.model_name, "model_version": self.version}
+        if request.id is not None:
+            response["id"] = request.id
+        response["outputs"] = [encode_output(name, array) for name, array in zip(wanted, results, strict=True)]
+        return response
+
+
+def load_endpoint_model(package_dir: Path, work_dir: Path, intra_op_threads: int) -> EndpointModel:
+    """The verified package's Triton repository (what the endpoint's model.tar.gz holds), else its graph."""
+    package = load_package(package_dir)
+    graph = package.graph_path
+    model_name = package.name
+    archive = package.path / "triton" / "model.tar.gz"
+    if archive.is_file():
+        with tarfile.open(archive) as tar:
+            tar.extractall(work_dir, filter="data")
+        configs = sorted(work_dir.glob("*/config.pbtxt"))
+        if configs:
+            model_name = configs[0].parent.name
+            versions = sorted(p for p in configs[0].parent.glob("*/model.onnx"))
+            graph = versions[-1] if versions else graph
+    return EndpointModel(
+        model_name=model_name,
+        version="1",
+        session=create_session(graph, intra_op_threads),
+        inputs=list(package.manifest.graph.inputs),
+        outputs=list(package.manifest.graph.outputs),
+    )
+
+
+class EndpointStandIn:
+    """A local HTTP server answering POST /endpoints/<name>/invocations like SageMaker runtime does."""
+
+    def __init__(self, endpoints: dict[str, Path], port: int, *, intra_op_threads: int | None = None) -> None:
+        self._work = tempfile.TemporaryDirectory(prefix="local-sagemaker-")
+        threads = intra_op_threads or max(1, len(os.sched_getaffinity(0)))
+        self.models = {
+            endpoint: load_endpoint_model(package, Path(self._work.name) / endpoint, threads)
+            for endpoint, package in endpoints.items()
+        }
+        self.invocations: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer((HOST, port), _make_request_handler(self))
+        self.server.daemon_threads = True
+        self.port: int = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="local-sagemaker", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=10)
+        self._work.cleanup()
+
+    def invoke(self, endpoint: str, body: bytes, content_type: str) -> tuple[int, dict[str, str], bytes]:
+        """SageMaker's answers: the model's body on success, ValidationError for no endpoint, ModelError otherwise."""
+        model = self.models.get(endpoint)
+        if model is None:
+            message = f"Endpoint {endpoint} of account {ACCOUNT_ID} not found."
+            return _aws_error(400, "ValidationError", message)
+        with self._lock:
+            self.invocations[endpoint] += 1
+        if not content_type.startswith("application/json"):
+            message = f"content type {content_type!r}: Triton's JSON path takes application/json"
+            return _model_error(endpoint, 400, message)
+        try:
+            document = model.infer(body)
+        except InputError as error:
+            return _model_error(endpoint, 400, str(error))
+        except Exception as error:  # onnxruntime's own error types
+            log.exception("endpoint %s: inference failed", endpoint)
+            return _model_error(endpoint, 500, f"inference failed: {error}")
+        headers = {"Content-Type": "application/json", "x-Amzn-Invoked-Production-Variant": "AllTraffic"}
+        return 200, headers, json.dumps(document, separators=(",", ":")).encode()
+
+
+def _aws_error(status: int, code: str, message: str, **extra: Any) -> tuple[int, dict[str, str], bytes]:
+    body = json.dumps({"message": message, **extra}).encode()
+    return status, {"Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": code}, body
+
+
+def _model_error(endpoint: str, status: int, message: str) -> tuple[int, dict[str, str], bytes]:
+    """The container said no: SageMaker answers 424 ModelError carrying the container's status and message."""
+    original = json.dumps({"error": message})
+    return _aws_error(
+        424,
+        "ModelError",
+        f'Received client error ({status}) from primary with message "{original}"',
+        OriginalStatusCode=status,
+        OriginalMessage=original,
+        LogStreamArn=f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:/aws/sagemaker/Endpoints/{endpoint}",
+    )
+
+
+def _make_request_handler(standin: EndpointStandIn) -> type[BaseHTTPRequestHandler]:
+    class RequestHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            match = INVOCATIONS_PATH.match(self.path.split("?")[0])
+            length = int(self.headers.get("content-length") or 0)
+            if length > MAX_PAYLOAD_BYTES:
+                self.close_connection = True
+                self._reply(*_aws_error(413, "ValidationError", "Request payload over the 25 MB limit"))
+                return
+            body = self.rfile.read(length) if length else b""
+            if match is None:
+                self._reply(*_aws_error(404, "UnknownOperationException", f"no operation at {self.path}"))
+                return
+            content_type = self.headers.get("content-type") or "application/octet-stream"
+            self._reply(*standin.invoke(match["endpoint"], body, content_type))
+
+        def do_GET(self) -> None:
+            """Only the container's /ping: SageMaker runtime itself has no GET operations."""
+            if self.path == "/ping":
+                self._reply(200, {"Content-Type": "application/json"}, b"{}")
+            else:
+                self._reply(*_aws_error(404, "UnknownOperationException", f"no operation at {self.path}"))
+
+        def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug(format, *args)
+
+    return RequestHandler

@@ -1,0 +1,229 @@
+"""The whole local stack wired together: moto, resources, packages, SageMaker stand-in, handlers, front, poller.
+
+Handlers read their settings from the environment at import, so the stack sets the environment first, then imports
+them; `stop()` restores both the environment and any handler modules imported earlier with other settings (tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+from catalog import Catalog, Target, load_catalog
+from local import aws
+from local.config import REGION, LocalConfig
+from local.endpoint_standin import EndpointStandIn
+from local.http_front import ApiFront
+from local.lambda_context import LocalFunction
+from local.queue_poller import QueuePoller
+
+API_HANDLER = "functions.api.handler"
+BATCH_HANDLER = "functions.batch.handler"
+API_FUNCTION_NAME = "model-serving-api-local"
+BATCH_FUNCTION_NAME = "model-serving-batch-local"
+READY_TIMEOUT_S = 120.0
+
+log = logging.getLogger("local")
+
+
+def endpoint_name(model: str) -> str:
+    """The local SageMaker endpoint name of a model placed on `sagemaker` (the cloud one is CDK-generated)."""
+    return f"model-serving-{model}-local"
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Everything a caller needs to reach the running stack."""
+
+    api_url: str
+    aws_url: str
+    sagemaker_url: str
+    resources: aws.LocalResources
+    model_prefixes: dict[str, str]
+    sagemaker_endpoints: dict[str, str]
+
+
+class LocalStack:
+    """Start with `with LocalStack(config, packages) as stack:`; `stack.info` says where everything listens."""
+
+    def __init__(self, config: LocalConfig, packages: dict[str, Path], catalog: Catalog | None = None) -> None:
+        self.config = config
+        self.catalog = catalog or load_catalog()
+        self.packages = {name: Path(path) for name, path in packages.items()}
+        unknown = set(self.packages) - set(self.catalog.models)
+        if unknown:
+            raise ValueError(f"packages for models the catalog does not know: {sorted(unknown)}")
+        self.info: StackInfo | None = None
+        self.front: ApiFront | None = None
+        self.poller: QueuePoller | None = None
+        self.standin: EndpointStandIn | None = None
+        self.api_function: LocalFunction | None = None
+        self.batch_function: LocalFunction | None = None
+        self._moto: Any = None
+        self._models_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._saved_modules: dict[str, ModuleType] = {}
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.stop()
+
+    def start(self) -> StackInfo:
+        platform = self.catalog.platform
+        self._moto, aws_url = aws.start_moto(self.config.aws_port)
+        self._set_env(
+            {
+                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID") or "testing",
+                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY") or "testing",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+            }
+        )
+        resources = aws.provision(
+            aws_url,
+            bucket=self.config.bucket,
+            queue_name=self.config.queue_name,
+            dead_letter_queue_name=self.config.dead_letter_queue_name,
+            visibility_timeout_s=self.config.queue_visibility_timeout_s(platform),
+            platform=platform,
+        )
+        prefixes = aws.upload_packages(aws_url, resources.bucket, self.packages, platform)
+        endpoints = {
+            name: endpoint_name(name) for name in self.packages if self.catalog.model(name).target is Target.SAGEMAKER
+        }
+        self.standin = EndpointStandIn(
+            {endpoints[name]: self.packages[name] for name in endpoints}, self.config.sagemaker_port
+        )
+        self.standin.start()
+        self._set_env(
+            {
+                "MODELS_DIR": self._models_folder(),
+                "SAGEMAKER_ENDPOINTS": json.dumps(endpoints),
+                "MAX_INSTANCES": json.dumps({name: self.catalog.model(name).max_instances for name in self.packages}),
+                "BATCH_BUCKET": resources.bucket,
+                "BATCH_INPUT_PREFIX": platform.batch_input_prefix,
+                "BATCH_OUTPUT_PREFIX": platform.batch_output_prefix,
+                "BATCH_ROWS_PER_INFERENCE": str(platform.batch_rows_per_inference),
+                "AWS_ENDPOINT_URL": aws_url,
+                "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.standin.url,
+                "POWERTOOLS_SERVICE_NAME": os.environ.get("POWERTOOLS_SERVICE_NAME") or "model-serving-local",
+                "POWERTOOLS_METRICS_NAMESPACE": os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "ModelServingLocal",
+                "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+            }
+        )
+        api_handler, batch_handler = self._import_handlers()
+        lambda_memory = max((self.catalog.model(n).lambda_.memory_mb for n in self.packages), default=2048)
+        self.api_function = LocalFunction(
+            api_handler,
+            function_name=API_FUNCTION_NAME,
+            memory_mb=lambda_memory,
+            timeout_s=platform.api_function_timeout_s,
+        )
+        self.batch_function = LocalFunction(
+            batch_handler,
+            function_name=BATCH_FUNCTION_NAME,
+            memory_mb=platform.batch_function_memory_mb,
+            timeout_s=platform.batch_function_timeout_s,
+        )
+        self.front = ApiFront(self.api_function, self.config.api_port)
+        self.front.start()
+        self.poller = QueuePoller(
+            aws.client("sqs", aws_url),
+            queue_url=resources.queue_url,
+            queue_arn=resources.queue_arn,
+            function=self.batch_function,
+            batch_size=platform.queue_batch_size,
+            wait_s=self.config.poll_wait_s,
+        )
+        self.poller.start()
+        self.info = StackInfo(self.front.url, aws_url, self.standin.url, resources, prefixes, endpoints)
+        self.wait_ready()
+        return self.info
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Block until the API answers /v2/health/ready with 200, or raise after `timeout_s`."""
+        assert self.front is not None
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.front.url}/v2/health/ready", timeout=10) as response:
+                    if response.status == 200:
+                        return
+            except OSError as error:
+                last = error
+            time.sleep(0.2)
+        raise TimeoutError(f"the local API was not ready within {timeout_s:.0f} s (last error: {last})")
+
+    def stop(self) -> None:
+        """Stop in reverse order; safe to call twice and after a failed start."""
+        if self.poller is not None:
+            self.poller.stop()
+            self.poller = None
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
+        if self.standin is not None:
+            self.standin.stop()
+            self.standin = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        if self._models_dir is not None:
+            self._models_dir.cleanup()
+            self._models_dir = None
+        self._restore_modules()
+        self._restore_env()
+
+    def _models_folder(self) -> str:
+        """MODELS_DIR holds one package folder per model: symlinks, so packages may live anywhere (tests)."""
+        self._models_dir = tempfile.TemporaryDirectory(prefix="local-models-")
+        for name, path in self.packages.items():
+            (Path(self._models_dir.name) / name).symlink_to(path.resolve(), target_is_directory=True)
+        return self._models_dir.name
+
+    def _import_handlers(self) -> tuple[Any, Any]:
+        """Import the handlers under this stack's environment, setting aside copies imported under another one."""
+        for name in [n for n in sys.modules if n.startswith("functions.")]:
+            self._saved_modules[name] = sys.modules.pop(name)
+        api = importlib.import_module(API_HANDLER)
+        batch = importlib.import_module(BATCH_HANDLER)
+        return api.lambda_handler, batch.lambda_handler
+
+    def _restore_modules(self) -> None:
+        if not self._saved_modules and API_HANDLER not in sys.modules:
+            return
+        for name in [n for n in sys.modules if n.startswith("functions.")]:
+            del sys.modules[name]
+        sys.modules.update(self._saved_modules)
+        self._saved_modules = {}
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    def _restore_env(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
