@@ -1,0 +1,103 @@
+"""What the Lambda image adds to its base image: the runtime requirements as installed, plus one model package."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from catalog import ROOT
+
+REQUIREMENTS = ROOT / "functions" / "requirements.txt"
+STAMP = ".requirements.sha256"
+
+
+@dataclass(frozen=True)
+class InstalledSize:
+    bytes: int
+    method: str  # "pip install --target" or "installed distributions' RECORD files"
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+def pip_target_size(target: Path, requirements: Path = REQUIREMENTS) -> InstalledSize:
+    """`pip install --target` as the image build does it; reused while the requirements file is unchanged."""
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    stamp = target / STAMP
+    if not (stamp.is_file() and stamp.read_text() == digest):
+        shutil.rmtree(target, ignore_errors=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-cache-dir",
+             "--target", str(target), "-r", str(requirements)],
+            check=True,
+        )  # fmt: skip
+        stamp.write_text(digest)
+    return InstalledSize(bytes=folder_bytes(target) - stamp.stat().st_size, method="pip install --target")
+
+
+def _requirement_names(requirements: Path) -> list[str]:
+    names = []
+    for line in requirements.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            names.append(re.split(r"[\[=<>!~; ]", line, maxsplit=1)[0])
+    return names
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def metadata_size(requirements: Path = REQUIREMENTS) -> InstalledSize:
+    """Offline estimate: the files the installed distributions (and their dependencies) put on disk here."""
+    seen: set[str] = set()
+    pending = [_canonical(name) for name in _requirement_names(requirements)]
+    total = 0
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        for file in dist.files or []:
+            path = Path(str(file.locate()))
+            if path.is_file():
+                total += path.stat().st_size
+        for requirement in dist.requires or []:
+            if "extra ==" in requirement and not any(f'extra == "{extra}"' in requirement for extra in _extras(name)):
+                continue
+            pending.append(_canonical(re.split(r"[\[=<>!~;( ]", requirement, maxsplit=1)[0]))
+    return InstalledSize(bytes=total, method="installed distributions' RECORD files (offline estimate)")
+
+
+def _extras(name: str) -> set[str]:
+    extras: set[str] = set()
+    for line in REQUIREMENTS.read_text().splitlines():
+        match = re.match(rf"^\s*{re.escape(name)}\[([^\]]+)\]", line, flags=re.IGNORECASE)
+        if match:
+            extras.update(part.strip() for part in match.group(1).split(","))
+    return extras
+
+
+def requirements_size(target: Path, *, offline: bool) -> InstalledSize:
+    """pip's real install when allowed and reachable; the offline estimate otherwise."""
+    if not offline:
+        try:
+            return pip_target_size(target)
+        except (subprocess.CalledProcessError, OSError):
+            pass
+    return metadata_size()
+
+
+def package_bytes(package_dir: Path) -> int:
+    return folder_bytes(package_dir)

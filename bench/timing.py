@@ -1,0 +1,85 @@
+"""Latency figures that survive a noisy shared machine: warm-up, many iterations, contenders interleaved."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_ITERATIONS = 200  # the issue's floor for every published latency figure
+QUICK_ITERATIONS = 5
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One contender's latency distribution in milliseconds."""
+
+    iterations: int
+    median_ms: float
+    p95_ms: float
+    mean_ms: float
+    min_ms: float
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float]) -> Timing:
+        if not samples_ms:
+            raise ValueError("a timing needs at least one sample")
+        values = np.asarray(samples_ms, dtype=np.float64)
+        return cls(
+            iterations=len(samples_ms),
+            median_ms=float(np.median(values)),
+            p95_ms=float(np.percentile(values, 95)),
+            mean_ms=float(values.mean()),
+            min_ms=float(values.min()),
+        )
+
+    def per_item_ms(self, items: int) -> float:
+        return self.median_ms / items
+
+    def items_per_s(self, items: int) -> float:
+        return 1000.0 * items / self.median_ms
+
+
+Workload = Callable[[int], object]  # called with the iteration number, so every contender sees the same input at step i
+
+
+def time_side_by_side(contenders: Mapping[str, Workload], *, iterations: int, warmup: int = 10) -> dict[str, Timing]:
+    """Time contenders round-robin, so a burst of load from a neighbour hits all of them alike.
+
+    Why interleave: on a shared 2-core box, timing A fully then B fully turns background noise into a fake ratio.
+    """
+    if iterations < 1:
+        raise ValueError("iterations must be positive")
+    for step in range(warmup):
+        for run in contenders.values():
+            run(step)
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    gc.collect()
+    for step in range(iterations):
+        for name, run in contenders.items():
+            start = time.perf_counter_ns()
+            run(step)
+            samples[name].append((time.perf_counter_ns() - start) / 1e6)
+    return {name: Timing.from_samples(values) for name, values in samples.items()}
+
+
+def time_once(run: Callable[[], object]) -> float:
+    """Wall time of one call in milliseconds (throughput runs where one call is the whole job)."""
+    start = time.perf_counter_ns()
+    run()
+    return (time.perf_counter_ns() - start) / 1e6
+
+
+def ratio(numerator_ms: float, denominator_ms: float) -> float:
+    """A speed ratio from two measured medians; guarded so a zero never becomes infinity in the report."""
+    if denominator_ms <= 0:
+        raise ValueError("cannot form a ratio against a non-positive time")
+    return numerator_ms / denominator_ms
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
