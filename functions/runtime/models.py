@@ -56,13 +56,16 @@ class ServedModel:
     def infer(self, inputs: Mapping[str, Any]) -> Inference:
         """Score a batch of API inputs; raises InputError (caller's fault) or BackendError (ours)."""
         prepared = self.processor.prepare(inputs)
-        if prepared.batch_size > self.max_instances:
-            raise TooManyInstancesError(
-                f"{prepared.batch_size} instances in one request; "
-                f"model {self.name} accepts at most {self.max_instances}"
-            )
+        self.check_batch_size(prepared.batch_size)
         outputs = self.processor.finish(self.backend.run(prepared.feeds))
         return Inference(outputs=outputs, batch_size=prepared.batch_size, truncated=prepared.truncated)
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """Refuse more instances than max_instances (callers check early to skip preprocessing a huge request)."""
+        if batch_size > self.max_instances:
+            raise TooManyInstancesError(
+                f"{batch_size} instances in one request; model {self.name} accepts at most {self.max_instances}"
+            )
 
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """API-level tensors in, API-level tensors out (text/pixels -> label/probabilities/embedding)."""
@@ -70,7 +73,8 @@ class ServedModel:
 
     def warm_up(self) -> None:
         """One real run at init, so the first request does not pay for lazy allocations."""
-        self.infer(self.processor.example_inputs())
+        prepared = self.processor.prepare(self.processor.example_inputs())
+        self.processor.finish(self.backend.run(prepared.feeds))
         self.ready = True
 
 
