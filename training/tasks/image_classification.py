@@ -1,0 +1,100 @@
+"""Image classification: a small CNN trained from scratch on 8x8 digits.
+
+The graph takes pixels already divided by `pixel_scale` (the runtime scales, as the manifest says), so the same
+graph would serve any source whose images share the scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.datasets import read_images
+from training.export_spec import ExportSpec
+from training.tasks.base import Batch, TrainingTask
+
+IMAGE_SHAPE = (8, 8)
+PIXEL_SCALE = 16.0
+TOLERANCE = 1e-4
+Example = tuple[np.ndarray, int]
+
+
+class SmallCNN(nn.Module):
+    """forward(pixels [batch, 1, 8, 8] in 0..1) -> logits."""
+
+    def __init__(self, num_labels: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(0.25),
+            nn.Linear(64 * 4 * 4, 128),
+            nn.ReLU(),
+            nn.Linear(128, num_labels),
+        )
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(pixels))
+
+
+class ImageClassification(TrainingTask):
+    def _rows(self, channel: str, cap: int) -> list[Example]:
+        images, labels = read_images(self.channel(channel))
+        scaled = (images / PIXEL_SCALE).astype(np.float32)
+        return list(self.limit(list(zip(scaled, labels.tolist(), strict=True)), cap))
+
+    def build_model(self) -> nn.Module:
+        return SmallCNN(len(self.labels))
+
+    def train_examples(self) -> Sequence[Example]:
+        return self._rows("train", self.hyperparameters.max_train_samples)
+
+    def eval_examples(self, split: str) -> Sequence[Example]:
+        return self._rows(split, self.hyperparameters.max_eval_samples)
+
+    def collate(self, examples: Sequence[Example]) -> Batch:
+        pixels = np.stack([image for image, _ in examples])[:, None, :, :]
+        return {
+            "pixels": torch.from_numpy(pixels),
+            "labels": torch.tensor([label for _, label in examples], dtype=torch.long),
+        }
+
+    def _feeds(self, examples: Sequence[Example]) -> dict[str, np.ndarray]:
+        return {"pixels": np.stack([image for image, _ in examples])[:, None, :, :]}
+
+    def export_spec(self, model: nn.Module) -> ExportSpec:
+        validation, test = self.eval_examples("validation"), self.eval_examples("test")
+        return ExportSpec(
+            module=model.eval(),
+            input_names=["pixels"],
+            output_names=["logits"],
+            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+            parity_cases=[("batch-1", self._feeds(validation[:1])), ("batch-all", self._feeds(validation))],
+            tolerance=TOLERANCE,
+            validation_feeds=[self._feeds(validation)],
+            validation_labels=np.array([label for _, label in validation], dtype=np.int64),
+            test_feeds=[self._feeds(test)],
+            test_labels=np.array([label for _, label in test], dtype=np.int64),
+            manifest={
+                "task": self.entry.task.value,
+                "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, *IMAGE_SHAPE]}],
+                "outputs": [
+                    {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.labels)]},
+                ],
+                "labels": list(self.labels),
+                "preprocessing": {"image_shape": list(IMAGE_SHAPE), "pixel_scale": PIXEL_SCALE},
+            },
+        )
+
+
+TASK = ImageClassification
