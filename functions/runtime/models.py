@@ -56,12 +56,11 @@ class ServedModel:
     def infer(self, inputs: Mapping[str, Any]) -> Inference:
         """Score a batch of API inputs; raises InputError (caller's fault) or BackendError (ours)."""
         prepared = self.processor.prepare(inputs)
-        self.check_batch_size(prepared.batch_size)
         outputs = self.processor.finish(self.backend.run(prepared.feeds))
         return Inference(outputs=outputs, batch_size=prepared.batch_size, truncated=prepared.truncated)
 
     def check_batch_size(self, batch_size: int) -> None:
-        """Refuse more instances than max_instances (callers check early to skip preprocessing a huge request)."""
+        """The per-request limit of the HTTP API (checked before decoding); batch files chunk by their own setting."""
         if batch_size > self.max_instances:
             raise TooManyInstancesError(
                 f"{batch_size} instances in one request; model {self.name} accepts at most {self.max_instances}"

@@ -47,3 +47,8 @@ def import_handler(module_name: str, models_dir: Path, extra_env: dict[str, str]
 @pytest.fixture(scope="session")
 def api_handler(models_dir: Path) -> Iterator[ModuleType]:
     yield from import_handler("functions.api.handler", models_dir)
+
+
+@pytest.fixture(scope="session")
+def batch_handler(models_dir: Path) -> Iterator[ModuleType]:
+    yield from import_handler("functions.batch.handler", models_dir)

@@ -1,0 +1,281 @@
+"""The batch handler with moto S3: real SQS-in-S3 events, good and bad rows, idempotency, partial batch failures."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+from urllib.parse import quote_plus
+
+import boto3
+import numpy as np
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from moto import mock_aws
+
+from functions.runtime.errors import BackendError
+
+BUCKET = "model-serving-batch"
+
+
+@pytest.fixture
+def s3(batch_handler: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's S3 with the batch bucket, passed to the handler in place of its module-level client."""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        monkeypatch.setattr(batch_handler, "s3", client)
+        yield client
+
+
+@pytest.fixture
+def notify(
+    batch_handler: ModuleType, load_event: Callable[[str], dict], lambda_context: Any, s3: Any
+) -> Callable[..., dict]:
+    """Put objects (optional), then deliver one SQS message per key, built from the real sqs_s3_put.json event."""
+
+    def deliver(*keys: str, etags: dict[str, str] | None = None) -> dict:
+        template = load_event("sqs_s3_put")["Records"][0]
+        records = []
+        for index, key in enumerate(keys):
+            head = s3.head_object(Bucket=BUCKET, Key=key) if (etags or {}).get(key) is None else None
+            notification = json.loads(template["body"])
+            s3_part = notification["Records"][0]["s3"]
+            s3_part["bucket"]["name"] = BUCKET
+            s3_part["object"]["key"] = quote_plus(key, safe="/")  # S3 URL-encodes keys in notifications
+            s3_part["object"]["eTag"] = (etags or {}).get(key) or head["ETag"].strip('"')
+            s3_part["object"]["size"] = head["ContentLength"] if head else 1
+            records.append({**template, "messageId": f"message-{index}", "body": json.dumps(notification)})
+        return batch_handler.lambda_handler({"Records": records}, lambda_context)
+
+    return deliver
+
+
+def put(s3: Any, key: str, lines: list[str]) -> None:
+    s3.put_object(Bucket=BUCKET, Key=key, Body="\n".join(lines).encode())
+
+
+def read_jsonl(s3: Any, key: str) -> list[dict[str, Any]]:
+    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+    return [json.loads(line) for line in body.splitlines()]
+
+
+def read_summary(s3: Any, key: str) -> dict[str, Any]:
+    return json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def all_keys(s3: Any) -> list[str]:
+    return sorted(item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []))
+
+
+def assert_every_row_once(results: list[dict], errors: list[dict], expected_lines: set[int]) -> None:
+    lines = [row["line"] for row in results] + [row["line"] for row in errors]
+    assert sorted(lines) == sorted(expected_lines)
+    assert len(lines) == len(set(lines))
+
+
+def test_jsonl_good_and_bad_rows(notify: Callable[..., dict], s3: Any, batch_handler: ModuleType) -> None:
+    # given a JSON Lines file with good rows and every kind of bad row
+    key = "batch/input/sentiment/reviews 2026-11.jsonl"
+    put(
+        s3,
+        key,
+        [
+            json.dumps({"id": "r1", "text": "I love this phone"}),
+            json.dumps({"text": "no id on this one"}),
+            "{not json",
+            json.dumps({"id": "r4", "body": "wrong field"}),
+            json.dumps({"id": "r5", "text": 42}),
+            "",
+            json.dumps({"id": "r7", "text": "   "}),
+            json.dumps(["a", "list"]),
+            json.dumps({"id": 9, "text": "numeric ids are kept"}),
+        ],
+    )
+    # when
+    response = notify(key)
+    # then
+    assert response == {"batchItemFailures": []}
+    base = "batch/output/sentiment/reviews 2026-11.jsonl"
+    summary = read_summary(s3, f"{base}.summary.json")
+    results = read_jsonl(s3, f"{base}.out.jsonl")
+    errors = read_jsonl(s3, f"{base}.errors.jsonl")
+    assert (summary["rows"], summary["scored"], summary["failed"]) == (8, 3, 5)
+    assert summary["model"] == "sentiment"
+    assert summary["version"] == batch_handler.models["sentiment"].version
+    assert summary["input"]["key"] == key
+    assert summary["input"]["etag"] == s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+    assert summary["timings"]["total_s"] >= summary["timings"]["inference_s"] >= 0
+    assert [row["id"] for row in results] == ["r1", 2, 9]
+    labels = batch_handler.models["sentiment"].manifest.labels
+    for row in results:
+        assert row["prediction"]["label"] in labels
+        assert sum(row["prediction"]["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+    reasons = {row["line"]: row["reason"] for row in errors}
+    assert "invalid JSON" in reasons[3]
+    assert "missing field 'text'" in reasons[4]
+    assert "must be a string" in reasons[5]
+    assert "empty" in reasons[7]
+    assert "JSON object" in reasons[8]
+    assert_every_row_once(results, errors, {1, 2, 3, 4, 5, 7, 8, 9})
+
+
+def test_predictions_match_the_runtime(notify: Callable[..., dict], s3: Any, batch_handler: ModuleType) -> None:
+    texts = [f"review number {i}, quite {'good' if i % 2 else 'bad'}" for i in range(10)]
+    put(s3, "batch/input/sentiment/ten.jsonl", [json.dumps({"id": i, "text": t}) for i, t in enumerate(texts)])
+    notify("batch/input/sentiment/ten.jsonl")
+    results = read_jsonl(s3, "batch/output/sentiment/ten.jsonl.out.jsonl")
+    summary = read_summary(s3, "batch/output/sentiment/ten.jsonl.summary.json")
+    expected = batch_handler.models["sentiment"].predict({"text": texts})
+    assert [row["prediction"]["label"] for row in results] == list(expected["label"])
+    got = np.array([list(row["prediction"]["scores"].values()) for row in results])
+    np.testing.assert_allclose(got, expected["probabilities"], atol=1e-5)
+    assert summary["timings"]["chunks"] == 3  # BATCH_ROWS_PER_INFERENCE=4 in the test environment
+
+
+def test_csv_with_header(notify: Callable[..., dict], s3: Any) -> None:
+    key = "batch/input/sentiment/survey.csv"
+    put(s3, key, ["id,text", 'a,"Great, really great"', "b,", "c,too,many,columns", "d,fine"])
+    assert notify(key) == {"batchItemFailures": []}
+    summary = read_summary(s3, "batch/output/sentiment/survey.csv.summary.json")
+    results = read_jsonl(s3, "batch/output/sentiment/survey.csv.out.jsonl")
+    errors = read_jsonl(s3, "batch/output/sentiment/survey.csv.errors.jsonl")
+    assert (summary["rows"], summary["scored"], summary["failed"]) == (4, 2, 2)
+    assert summary["input"]["format"] == "csv"
+    assert [row["id"] for row in results] == ["a", "d"]
+    assert {row["line"]: row.get("id") for row in errors} == {3: "b", 4: None}
+    assert_every_row_once(results, errors, {2, 3, 4, 5})
+
+
+def test_digits_jsonl_and_csv(notify: Callable[..., dict], s3: Any) -> None:
+    image = (np.arange(64) % 17).tolist()
+    put(s3, "batch/input/digits/a.jsonl", [json.dumps({"pixels": image}), json.dumps({"pixels": [1, 2]})])
+    put(s3, "batch/input/digits/b.csv", ["id,pixels", f'x,"{json.dumps(image)}"', "y,not-json"])
+    assert notify("batch/input/digits/a.jsonl", "batch/input/digits/b.csv") == {"batchItemFailures": []}
+    from_jsonl = read_jsonl(s3, "batch/output/digits/a.jsonl.out.jsonl")
+    from_csv = read_jsonl(s3, "batch/output/digits/b.csv.out.jsonl")
+    assert from_jsonl[0]["prediction"] == from_csv[0]["prediction"]
+    assert from_jsonl[0]["prediction"]["label"] in [str(d) for d in range(10)]
+    assert read_jsonl(s3, "batch/output/digits/a.jsonl.errors.jsonl")[0]["line"] == 2
+    assert "JSON array" in read_jsonl(s3, "batch/output/digits/b.csv.errors.jsonl")[0]["reason"]
+
+
+def test_embeddings_file(notify: Callable[..., dict], s3: Any) -> None:
+    put(s3, "batch/input/embeddings/docs.jsonl", [json.dumps({"id": "d1", "text": "a document"})])
+    notify("batch/input/embeddings/docs.jsonl")
+    (row,) = read_jsonl(s3, "batch/output/embeddings/docs.jsonl.out.jsonl")
+    assert len(row["prediction"]) == 384
+    assert np.linalg.norm(row["prediction"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_duplicate_notification_is_not_scored_twice(
+    notify: Callable[..., dict], s3: Any, batch_handler: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a file already scored
+    key = "batch/input/sentiment/once.jsonl"
+    put(s3, key, [json.dumps({"text": "only once"})])
+    notify(key)
+    first = read_summary(s3, "batch/output/sentiment/once.jsonl.summary.json")
+    calls: list[Any] = []
+    model = batch_handler.models["sentiment"]
+    original = model.infer
+    monkeypatch.setattr(model, "infer", lambda inputs: calls.append(inputs) or original(inputs))
+    # when the same notification (same key and ETag) arrives again
+    assert notify(key) == {"batchItemFailures": []}
+    # then nothing is scored or rewritten
+    assert calls == []
+    assert read_summary(s3, "batch/output/sentiment/once.jsonl.summary.json") == first
+    # and a new version of the file (new ETag) is scored
+    put(s3, key, [json.dumps({"text": "changed"}), json.dumps({"text": "and longer"})])
+    notify(key)
+    second = read_summary(s3, "batch/output/sentiment/once.jsonl.summary.json")
+    assert len(calls) == 1
+    assert second["rows"] == 2
+    assert second["input"]["etag"] != first["input"]["etag"]
+
+
+def test_stale_notification_is_skipped(notify: Callable[..., dict], s3: Any) -> None:
+    key = "batch/input/sentiment/stale.jsonl"
+    put(s3, key, [json.dumps({"text": "current"})])
+    assert notify(key, etags={key: "0" * 32}) == {"batchItemFailures": []}
+    assert all_keys(s3) == [key]
+
+
+def test_test_event_is_ignored(
+    batch_handler: ModuleType, load_event: Callable[[str], dict], lambda_context: Any, s3: Any
+) -> None:
+    assert batch_handler.lambda_handler(load_event("sqs_s3_test_event"), lambda_context) == {"batchItemFailures": []}
+    assert all_keys(s3) == []
+
+
+def test_failing_record_is_reported_while_others_succeed(notify: Callable[..., dict], s3: Any) -> None:
+    put(s3, "batch/input/sentiment/good.jsonl", [json.dumps({"text": "fine"})])
+    put(s3, "batch/input/unknown-model/x.jsonl", [json.dumps({"text": "fine"})])
+    response = notify("batch/input/sentiment/good.jsonl", "batch/input/unknown-model/x.jsonl")
+    assert response == {"batchItemFailures": [{"itemIdentifier": "message-1"}]}
+    assert "batch/output/sentiment/good.jsonl.summary.json" in all_keys(s3)
+    assert not any(key.startswith("batch/output/unknown-model") for key in all_keys(s3))
+
+
+def test_backend_failure_leaves_no_partial_result(
+    notify: Callable[..., dict], s3: Any, batch_handler: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a backend that fails on the second chunk
+    key = "batch/input/sentiment/big.jsonl"
+    put(s3, key, [json.dumps({"text": f"row {i}"}) for i in range(9)])
+    backend = batch_handler.models["sentiment"].backend
+    original, calls = backend.run, []
+
+    def flaky(feeds: dict) -> dict:
+        calls.append(1)
+        if len(calls) > 1:
+            raise BackendError("endpoint unavailable")
+        return original(feeds)
+
+    monkeypatch.setattr(backend, "run", flaky)
+    # when / then: with every record failed, Powertools raises so Lambda retries the whole batch
+    with pytest.raises(BatchProcessingError, match="All records failed"):
+        notify(key)
+    # and no output, errors or summary object exists, nor a pending multipart upload
+    assert all_keys(s3) == [key]
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_outputs_are_never_under_the_input_prefix(notify: Callable[..., dict], s3: Any) -> None:
+    put(s3, "batch/input/sentiment/nested/dir/file.jsonl", [json.dumps({"text": "x"})])
+    notify("batch/input/sentiment/nested/dir/file.jsonl")
+    written = [key for key in all_keys(s3) if key != "batch/input/sentiment/nested/dir/file.jsonl"]
+    assert written == [
+        "batch/output/sentiment/nested/dir/file.jsonl.errors.jsonl",
+        "batch/output/sentiment/nested/dir/file.jsonl.out.jsonl",
+        "batch/output/sentiment/nested/dir/file.jsonl.summary.json",
+    ]
+
+
+def test_moto_notifications_end_to_end(
+    batch_handler: ModuleType, lambda_context: Any, s3: Any, load_event: Callable[[str], dict]
+) -> None:
+    """The messages moto itself posts (as the local stack's poller sees them): a TestEvent, then the Put."""
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue = sqs.create_queue(QueueName="batch")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "batch/input/"}]}},
+                }
+            ]
+        },
+    )
+    put(s3, "batch/input/sentiment/from moto.jsonl", [json.dumps({"text": "hello"}), "oops"])
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    template = load_event("sqs_s3_put")["Records"][0]
+    records = [{**template, "messageId": m["MessageId"], "body": m["Body"]} for m in messages]
+    assert batch_handler.lambda_handler({"Records": records}, lambda_context) == {"batchItemFailures": []}
+    summary = read_summary(s3, "batch/output/sentiment/from moto.jsonl.summary.json")
+    assert (summary["rows"], summary["scored"], summary["failed"]) == (2, 1, 1)
