@@ -111,7 +111,7 @@ def build_source_tarball(destination: Path) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     with (
         destination.open("wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as zipped,
         tarfile.open(fileobj=zipped, mode="w") as tar,
     ):
         for path, name in _source_files():

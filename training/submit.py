@@ -18,44 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from catalog import ROOT, ModelEntry, load_catalog
+from functions.runtime.package import PackageError, load_package
 from training.local_mode import Profile, TrainingJobError, train_local
 from training.sagemaker_job import train_on_sagemaker
 
-__all__ = ["Reuse", "TrainingJobError", "check_reuse", "main", "train_local", "train_on_sagemaker", "verify_package"]
+__all__ = ["Reuse", "TrainingJobError", "check_reuse", "main", "train_local", "train_on_sagemaker"]
 
 WORK_ROOT = ROOT / "build" / "training"
 # Who the job is, not how it trains: these differ between runs of the same training and never block reuse.
 IDENTITY_KEYS = frozenset({"model_name", "profile", "job_name"})
-SAGEMAKER = "sagemaker_"
-
-
-class PackageRejectedError(ValueError):
-    """A package that must not be used: missing, tampered with, or without passing parity."""
-
-
-def verify_package(package_dir: Path) -> dict[str, Any]:
-    """The package's manifest, after checking parity passed and every listed file's size and sha256."""
-    manifest_path = package_dir / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise PackageRejectedError(f"{manifest_path}: unreadable manifest ({error})") from None
-    if manifest.get("parity", {}).get("passed") is not True:
-        raise PackageRejectedError(f"{package_dir}: parity did not pass")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or "model.onnx" not in files:
-        raise PackageRejectedError(f"{package_dir}: manifest lists no model.onnx")
-    for name, record in files.items():
-        path = package_dir / name
-        if not path.is_file():
-            raise PackageRejectedError(f"{package_dir}: {name} is missing")
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != record.get("sha256"):
-            raise PackageRejectedError(f"{package_dir}: {name} does not match its sha256")
-    return manifest
 
 
 @dataclass(frozen=True)
@@ -83,10 +54,10 @@ def check_reuse(
     if not (directory / "manifest.json").is_file():
         return Reuse(directory, False, "no package yet")
     try:
-        manifest = verify_package(directory)
-    except PackageRejectedError as error:
+        package = load_package(directory)  # serving's own check: parity passed, every file's size and sha256
+    except PackageError as error:
         return Reuse(directory, False, str(error))
-    source = manifest.get("source", {})
+    source = package.manifest.source
     if source.get("profile") != profile:
         return Reuse(directory, False, f"trained with profile {source.get('profile')!r}, not {profile!r}")
     wanted = _training_settings({**entry.hyperparameters_for(profile), **(overrides or {})})
@@ -95,6 +66,13 @@ def check_reuse(
         changed = sorted(key for key in wanted.keys() | trained.keys() if wanted.get(key) != trained.get(key))
         return Reuse(directory, False, f"hyperparameters changed: {', '.join(changed)}")
     return Reuse(directory, True, "parity passed, checksums match, same profile and hyperparameters")
+
+
+def work_dir_for(entry: ModelEntry, profile: Profile, overrides: Mapping[str, Any] | None = None) -> Path:
+    """One job folder per model and training settings: a killed job resumes its own checkpoint, never another's."""
+    settings = _training_settings({**entry.hyperparameters_for(profile), **(overrides or {})})
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return WORK_ROOT / f"{entry.name}-{profile}-{digest}"
 
 
 def _number(value: Any) -> str:
@@ -127,7 +105,7 @@ def _sagemaker_clients(region: str | None) -> tuple[Any, Any]:
 def train_one(entry: ModelEntry, arguments: argparse.Namespace) -> Path:
     """Reuse the package when it is current, else train it in the chosen mode; prints one summary line."""
     profile: Profile = arguments.profile
-    work_dir = WORK_ROOT / f"{entry.name}-{profile}"
+    work_dir = work_dir_for(entry, profile)
     started = time.perf_counter()
     if not arguments.force:
         reuse = check_reuse(entry, profile=profile)
