@@ -190,7 +190,9 @@ def eager_attention(module: torch.nn.Module) -> Iterator[None]:
 
 
 def _torch_inputs(spec: ExportSpec, feeds: Feeds) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in spec.input_names)
+    """Feeds as tensors on the module's device, so a model trained on a GPU exports and checks as it is."""
+    device = next((p.device for p in spec.module.parameters()), torch.device("cpu"))
+    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[name])).to(device) for name in spec.input_names)
 
 
 def export_onnx(spec: ExportSpec, path: Path, opset: int = OPSET) -> Path:
@@ -202,6 +204,7 @@ def export_onnx(spec: ExportSpec, path: Path, opset: int = OPSET) -> Path:
     example = _torch_inputs(spec, spec.parity_cases[0][1])
     with eager_attention(module), torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         # dynamo=True (torch 2.13) emits opset 18 and a graph the BERT optimizer cannot fuse; TorchScript fuses fully.
         torch.onnx.export(
             module,
@@ -245,15 +248,18 @@ def optimize_graph(spec: ExportSpec, source: Path, target: Path, *, use_gpu: boo
         optimized.save_model_to_file(str(target))
         method = f"onnxruntime.transformers bert (num_heads={num_heads}, hidden_size={hidden_size})"
     else:
-        # Basic + extended fusions are provider-neutral enough to save; layout (level 99) ones are not.
+        # Layout (level 99) rewrites are hardware-specific and must not be saved; extended fusions are CPU-made,
+        # so a graph bound for a GPU keeps to the provider-neutral basic level.
+        levels = ort.GraphOptimizationLevel
+        level = levels.ORT_ENABLE_BASIC if use_gpu else levels.ORT_ENABLE_EXTENDED
         before = _op_counts(source)
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.graph_optimization_level = level
         options.optimized_model_filepath = str(target)
         ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
         after = _op_counts(target)
         fused = {op: count for op, count in after.items() if count > before.get(op, 0)}
-        method = "onnxruntime offline graph optimisation (ORT_ENABLE_EXTENDED)"
+        method = f"onnxruntime offline graph optimisation ({level.name})"
     onnx.checker.check_model(str(target), full_check=False)
     return OptimizationReport(method=method, fused_ops=dict(sorted(fused.items())))
 

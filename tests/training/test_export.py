@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -12,13 +13,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from tests.training.conftest import perturbed
+from tests.training.conftest import minilm_dir, perturbed, tweet_texts
 from training.export import (
     OPSET,
+    OptimizationError,
     ParityError,
     build_package,
     export_onnx,
     gate_quantization,
+    optimize_graph,
     validate_parity,
 )
 from training.export_spec import ExportSpec
@@ -69,6 +72,42 @@ def test_transformer_fusions_are_in_the_fp32_graph(embedding_spec: ExportSpec, e
     assert fused["Attention"] == 6  # one per MiniLM layer
     assert fused["SkipLayerNormalization"] >= 6
     assert fused.get("BiasGelu", 0) + fused.get("Gelu", 0) + fused.get("FastGelu", 0) == 6
+
+
+def test_export_leaves_the_module_attention_as_it_was(embedding_spec: ExportSpec, embedding_package: Path) -> None:
+    # export traces eager attention (SDPA does not fuse), then must hand the module back unchanged
+    assert embedding_spec.module.encoder.config._attn_implementation == "sdpa"
+
+
+def test_shipped_embeddings_equal_sentence_transformers(embedding_package: Path, embedding_manifest: dict) -> None:
+    from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
+
+    texts = tweet_texts(100)[72:100]  # sentences the export never saw
+    expected = SentenceTransformer(str(minilm_dir()), device="cpu").encode(texts, normalize_embeddings=True)
+    tokenizer = Tokenizer.from_file(str(embedding_package / "tokenizer.json"))
+    tokenizer.enable_truncation(embedding_manifest["preprocessing"]["max_length"])
+    tokenizer.enable_padding()
+    encodings = tokenizer.encode_batch(texts)
+    feeds = {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+    }
+    session = ort.InferenceSession(str(embedding_package / "model.onnx"), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(["sentence_embedding"], feeds)
+    cosine = np.sum(actual * expected, axis=1) / np.linalg.norm(actual, axis=1) / np.linalg.norm(expected, axis=1)
+    required = 0.9999 if embedding_manifest["graph"]["precision"] == "fp32" else 0.99
+    assert cosine.min() >= required
+
+
+def test_missing_transformer_fusions_fail_the_optimisation(digits_spec: ExportSpec, tmp_path: Path) -> None:
+    # given a graph declared as BERT that has no attention to fuse
+    not_bert = replace(digits_spec, transformer=(12, 384))
+    raw = export_onnx(not_bert, tmp_path / "exported.onnx")
+    # when / then
+    with pytest.raises(OptimizationError, match="Attention"):
+        optimize_graph(not_bert, raw, tmp_path / "optimized.onnx")
+    assert not (tmp_path / "optimized.onnx").exists()
 
 
 def test_shipped_graph_runs_with_onnxruntime_alone(embedding_spec: ExportSpec, embedding_package: Path) -> None:
