@@ -1,0 +1,131 @@
+"""Per-task pre- and post-processing on real packages: tokenisation, padding, truncation, softmax, pixel scaling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from functions.runtime.errors import InputError
+from functions.runtime.models import ServedModel
+from functions.runtime.tasks.base import softmax
+
+
+@pytest.fixture(scope="module")
+def sentiment(served_models: dict[str, ServedModel]) -> ServedModel:
+    return served_models["sentiment"]
+
+
+def test_padding_is_to_the_longest_text_not_to_max_length(sentiment: ServedModel) -> None:
+    # given a short and a longer text, both well under max_length
+    texts = ["hi", "a somewhat longer sentence with more tokens in it"]
+    # when
+    prepared = sentiment.processor.prepare({"text": texts})
+    # then the batch is as wide as the longest encoding, not max_length
+    ids, mask = prepared.feeds["input_ids"], prepared.feeds["attention_mask"]
+    longest = len(sentiment.processor.tokenizer.encode(texts[1]).ids)
+    assert ids.shape == mask.shape == (2, longest)
+    assert longest < sentiment.manifest.preprocessing.max_length
+    assert ids.dtype == mask.dtype == np.int64
+    assert mask[0].sum() == len(sentiment.processor.tokenizer.encode("hi").ids)
+    assert mask[1].all()
+    assert (ids[0][mask[0] == 0] == 0).all()
+    assert prepared.truncated == []
+
+
+def test_single_text_has_no_padding(sentiment: ServedModel) -> None:
+    prepared = sentiment.processor.prepare({"text": ["just one"]})
+    assert prepared.feeds["attention_mask"].all()
+
+
+def test_long_text_is_truncated_at_max_length_and_reported(sentiment: ServedModel) -> None:
+    max_length = sentiment.manifest.preprocessing.max_length
+    prepared = sentiment.processor.prepare({"text": ["short", "word " * (3 * max_length)]})
+    assert prepared.feeds["input_ids"].shape == (2, max_length)
+    assert prepared.truncated == [1]
+    assert sentiment.infer({"text": ["word " * (3 * max_length)]}).truncated == [0]
+
+
+def test_feeds_are_exactly_the_graph_inputs(sentiment: ServedModel) -> None:
+    prepared = sentiment.processor.prepare({"text": ["x"]})
+    assert list(prepared.feeds) == [tensor.name for tensor in sentiment.manifest.graph.inputs]
+
+
+def test_softmax_is_stable_and_normalised() -> None:
+    logits = np.array([[1000.0, 1001.0, 999.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    probabilities = softmax(logits.copy())
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(probabilities[1], 1 / 3, rtol=1e-6)
+    expected = np.exp([0.0, 1.0, -1.0]) / np.exp([0.0, 1.0, -1.0]).sum()
+    np.testing.assert_allclose(probabilities[0], expected, rtol=1e-5)
+
+
+def test_classifier_labels_follow_the_argmax(sentiment: ServedModel) -> None:
+    outputs = sentiment.processor.finish({"logits": np.array([[0.0, 5.0, 1.0], [9.0, 0.0, 0.0]], dtype=np.float32)})
+    assert list(outputs["label"]) == [sentiment.manifest.labels[1], sentiment.manifest.labels[0]]
+    predictions = sentiment.processor.predictions(outputs)
+    assert predictions[0]["label"] == sentiment.manifest.labels[1]
+    assert predictions[0]["score"] == pytest.approx(float(outputs["probabilities"][0, 1]))
+    assert list(predictions[0]["scores"]) == sentiment.manifest.labels
+
+
+def test_predict_returns_the_api_tensors(served_models: dict[str, ServedModel]) -> None:
+    outputs = served_models["sentiment"].predict({"text": ["good", "bad", "fine"]})
+    assert set(outputs) == {"label", "probabilities"}
+    assert outputs["probabilities"].shape == (3, len(served_models["sentiment"].manifest.labels))
+    assert outputs["probabilities"].dtype == np.float32
+    embedding = served_models["embeddings"].predict({"text": ["good", "bad"]})["embedding"]
+    assert embedding.shape == (2, 384)
+
+
+def test_embeddings_pass_through_the_graph_output(served_models: dict[str, ServedModel]) -> None:
+    model = served_models["embeddings"]
+    graph_output = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert model.processor.finish({"sentence_embedding": graph_output})["embedding"] is graph_output
+
+
+def test_digit_pixels_are_scaled_and_reshaped(served_models: dict[str, ServedModel]) -> None:
+    model = served_models["digits"]
+    scale = model.manifest.preprocessing.pixel_scale
+    pixels = np.full((3, 8, 8), 16.0, dtype=np.float32)
+    feed = model.processor.prepare({"pixels": pixels}).feeds["pixels"]
+    assert feed.shape == (3, 1, 8, 8)
+    assert feed.dtype == np.float32
+    np.testing.assert_allclose(feed, 16.0 / scale)
+    flat = model.processor.prepare({"pixels": pixels.reshape(3, 64)}).feeds["pixels"]
+    np.testing.assert_array_equal(flat, feed)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "inputs", "message"),
+    [
+        ("sentiment", {"text": []}, "no instances"),
+        ("sentiment", {"text": "not a list"}, "list of strings"),
+        ("sentiment", {"text": ["ok", ""]}, "item 1 is an empty string"),
+        ("sentiment", {"text": ["ok", 3]}, "item 1 is int"),
+        ("sentiment", {}, "missing input 'text'"),
+        ("sentiment", {"text": ["a"], "extra": [1]}, "unknown input"),
+        ("digits", {"pixels": np.zeros((2, 7, 7))}, "expected shape"),
+        ("digits", {"pixels": [[["x"] * 8] * 8]}, "numbers"),
+        ("digits", {"pixels": np.full((1, 8, 8), np.nan)}, "finite"),
+        ("digits", {"pixels": np.zeros((0, 8, 8))}, "no instances"),
+    ],
+)
+def test_bad_inputs_name_the_problem(
+    served_models: dict[str, ServedModel], model_name: str, inputs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        served_models[model_name].predict(inputs)
+
+
+def test_instances_are_checked_one_by_one(served_models: dict[str, ServedModel]) -> None:
+    text = served_models["sentiment"].processor
+    assert text.check_instance({"text": "hello"}) == "hello"
+    with pytest.raises(InputError, match="empty"):
+        text.check_instance("  ")
+    digits = served_models["digits"].processor
+    assert digits.check_instance(list(range(64))).shape == (8, 8)
+    with pytest.raises(InputError):
+        digits.check_instance(5)
