@@ -1,0 +1,74 @@
+"""The frozen settings every stack is built from: app.py fills it once from context, env and the catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from catalog import PACKAGES_DIR, ROOT, Catalog, ModelEntry, Target
+
+DOCKERFILE = "functions/Dockerfile"
+IMAGE_MODELS_DIR = "/var/task/models"
+API_HANDLER = "functions.api.handler.lambda_handler"
+BATCH_HANDLER = "functions.batch.handler.lambda_handler"
+SERVICE_NAME = "model-serving"
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    """An OIDC issuer and audience: when set, the HTTP API takes JWTs instead of SigV4."""
+
+    issuer: str
+    audience: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the stacks may know about their environment; no stack reads context or env itself."""
+
+    catalog: Catalog
+    stage: str = "dev"
+    account: str | None = None
+    region: str | None = None
+    source_root: Path = ROOT
+    packages_dir: Path = PACKAGES_DIR
+    jwt: JwtSettings | None = None
+    cors_origins: tuple[str, ...] = ()
+    reserve_concurrency: bool = True
+    gpu_endpoints: bool = True
+    termination_protection: bool = True
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The image build context is source_root: a package outside it could never be baked into an image.
+        if not self.packages_dir.resolve().is_relative_to(self.source_root.resolve()):
+            raise ValueError(f"packages_dir {self.packages_dir} must lie inside the build context {self.source_root}")
+
+    @property
+    def metrics_namespace(self) -> str:
+        return f"ModelServing/{self.stage}"
+
+    def package_dir(self, name: str) -> Path:
+        return self.packages_dir / name
+
+    def package_context_path(self, name: str) -> str:
+        """The package folder relative to the image build context, as the Dockerfile's COPY sees it."""
+        return self.package_dir(name).resolve().relative_to(self.source_root.resolve()).as_posix()
+
+    @property
+    def lambda_models(self) -> list[ModelEntry]:
+        return self.catalog.on(Target.LAMBDA)
+
+    @property
+    def sagemaker_models(self) -> list[ModelEntry]:
+        return self.catalog.on(Target.SAGEMAKER) if self.gpu_endpoints else []
+
+    @property
+    def served_models(self) -> list[ModelEntry]:
+        """Models with an API front function: every Lambda model and every model behind a GPU endpoint."""
+        return [*self.lambda_models, *self.sagemaker_models]
+
+
+def pascal(name: str) -> str:
+    """A model name as a construct id: `sentiment` -> `Sentiment` (ids stay stable when a model is added)."""
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))

@@ -1,0 +1,204 @@
+"""GPU endpoints: each `target = "sagemaker"` model served by NVIDIA Triton on SageMaker, autoscaled on invocations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import Aws, CfnMapping, CfnOutput, Duration, Stack
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from catalog import ModelEntry
+from stacks.config import AppConfig, pascal
+from stacks.deploy_gate import TRITON_ARCHIVE
+from stacks.nag import suppress
+
+# The SageMaker Triton Inference Server image (sagemaker-python-sdk image_uri_config/sagemaker-tritonserver.json).
+TRITON_REPOSITORY = "sagemaker-tritonserver"
+TRITON_TAG = "24.09-py3"
+TRITON_REGISTRIES: dict[str, str] = {
+    "af-south-1": "626614931356",
+    "il-central-1": "780543022126",
+    "ap-east-1": "871362719292",
+    "ap-northeast-1": "763104351884",
+    "ap-northeast-2": "763104351884",
+    "ap-northeast-3": "364406365360",
+    "ap-south-1": "763104351884",
+    "ap-southeast-1": "763104351884",
+    "ap-southeast-2": "763104351884",
+    "ap-southeast-3": "907027046896",
+    "ca-central-1": "763104351884",
+    "ca-west-1": "204538143572",
+    "cn-north-1": "727897471807",
+    "cn-northwest-1": "727897471807",
+    "eu-central-1": "763104351884",
+    "eu-north-1": "763104351884",
+    "eu-south-1": "692866216735",
+    "eu-west-1": "763104351884",
+    "eu-west-2": "763104351884",
+    "eu-west-3": "763104351884",
+    "me-south-1": "217643126080",
+    "sa-east-1": "763104351884",
+    "us-east-1": "763104351884",
+    "us-east-2": "763104351884",
+    "us-west-1": "763104351884",
+    "us-west-2": "763104351884",
+}
+VARIANT_NAME = "AllTraffic"
+
+
+@dataclass(frozen=True)
+class GpuEndpoint:
+    """What a front function needs: the name to call and the ARN its role may invoke."""
+
+    model: str
+    endpoint_name: str
+    endpoint_arn: str
+
+
+class TritonEndpoint(Construct):
+    """One model on Triton: its repository as an S3 asset, model, endpoint config, endpoint and autoscaling."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, entry: ModelEntry, config: AppConfig, image: str, registry: str
+    ) -> None:
+        super().__init__(scope, construct_id)
+        placement = entry.sagemaker
+        repository = s3_assets.Asset(
+            self, "TritonRepository", path=str(config.package_dir(entry.name) / TRITON_ARCHIVE)
+        )
+
+        # Inline, so the policy exists the moment the role does: CreateModel checks the role can read the model data.
+        self.role = iam.Role(
+            self,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"Hosts the {entry.name} Triton model: read its repository, pull the Triton image, log",
+            inline_policies={
+                "Hosting": iam.PolicyDocument(
+                    statements=[
+                        # The one object, not the whole CDK assets bucket that Asset.grant_read would open.
+                        iam.PolicyStatement(
+                            actions=["s3:GetObject"],
+                            resources=[
+                                f"arn:{Aws.PARTITION}:s3:::{repository.s3_bucket_name}/{repository.s3_object_key}"
+                            ],
+                        ),
+                        iam.PolicyStatement(
+                            actions=[
+                                "ecr:BatchCheckLayerAvailability",
+                                "ecr:GetDownloadUrlForLayer",
+                                "ecr:BatchGetImage",
+                            ],
+                            resources=[
+                                f"arn:{Aws.PARTITION}:ecr:{Aws.REGION}:{registry}:repository/{TRITON_REPOSITORY}"
+                            ],
+                        ),
+                        # GetAuthorizationToken and PutMetricData have no resource-level permissions.
+                        iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+                        iam.PolicyStatement(
+                            actions=["cloudwatch:PutMetricData"],
+                            resources=["*"],
+                            conditions={
+                                "StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/Endpoints*", "AWS/SageMaker"]}
+                            },
+                        ),
+                        iam.PolicyStatement(
+                            actions=[
+                                "logs:CreateLogGroup",
+                                "logs:CreateLogStream",
+                                "logs:PutLogEvents",
+                                "logs:DescribeLogStreams",
+                            ],
+                            resources=[
+                                f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/Endpoints/*"
+                            ],
+                        ),
+                    ]
+                )
+            },
+        )
+
+        suppress(
+            self.role,
+            "AwsSolutions-IAM5",
+            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level permissions (the latter is "
+            "namespace-conditioned); endpoint log streams are created under /aws/sagemaker/Endpoints/<endpoint>",
+            applies_to=[
+                "Resource::*",
+                "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/Endpoints/*",
+            ],
+        )
+        self.model = sagemaker.CfnModel(
+            self,
+            "Model",
+            execution_role_arn=self.role.role_arn,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=image,
+                model_data_url=repository.s3_object_url,
+                environment={"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": entry.name},
+            ),
+        )
+        self.endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "EndpointConfig",
+            production_variants=[
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT_NAME,
+                    model_name=self.model.attr_model_name,
+                    instance_type=placement.instance_type,
+                    initial_instance_count=placement.initial_instance_count,
+                    initial_variant_weight=1.0,
+                )
+            ],
+        )
+        self.endpoint = sagemaker.CfnEndpoint(
+            self, "Endpoint", endpoint_config_name=self.endpoint_config.attr_endpoint_config_name
+        )
+
+        scaling = appscaling.ScalableTarget(
+            self,
+            "Scaling",
+            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+            resource_id=f"endpoint/{self.endpoint.attr_endpoint_name}/variant/{VARIANT_NAME}",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            min_capacity=placement.initial_instance_count,
+            max_capacity=max(placement.max_instance_count, placement.initial_instance_count),
+        )
+        scaling.scale_to_track_metric(
+            "InvocationsPerInstance",
+            target_value=placement.invocations_per_instance,
+            predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
+            scale_in_cooldown=Duration.minutes(5),
+            scale_out_cooldown=Duration.minutes(1),
+        )
+        # Ref of AWS::SageMaker::Endpoint is the endpoint ARN as SageMaker reports it (lower-cased name).
+        self.handle = GpuEndpoint(
+            model=entry.name, endpoint_name=self.endpoint.attr_endpoint_name, endpoint_arn=self.endpoint.ref
+        )
+
+
+class GpuEndpointStack(Stack):
+    """Changes with the GPU models only; the API stack receives `endpoints` and wires each front function."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        accounts = CfnMapping(
+            self,
+            "TritonImageAccounts",
+            mapping={region: {"account": account} for region, account in TRITON_REGISTRIES.items()},
+            lazy=True,
+        )
+        registry = accounts.find_in_map(Aws.REGION, "account")
+        self.triton_image = f"{registry}.dkr.ecr.{Aws.REGION}.{Aws.URL_SUFFIX}/{TRITON_REPOSITORY}:{TRITON_TAG}"
+        self.endpoints: dict[str, GpuEndpoint] = {}
+        for entry in config.sagemaker_models:
+            construct = TritonEndpoint(
+                self, pascal(entry.name), entry=entry, config=config, image=self.triton_image, registry=registry
+            )
+            self.endpoints[entry.name] = construct.handle
+            CfnOutput(self, f"{pascal(entry.name)}EndpointName", value=construct.handle.endpoint_name)

@@ -1,0 +1,200 @@
+"""Realtime API: one container-image function per served model behind an authorized, throttled, logged HTTP API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import jsii
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_apigatewayv2 as apigwv2
+from aws_cdk import aws_apigatewayv2_authorizers as authorizers
+from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from catalog import ModelEntry
+from stacks.config import API_HANDLER, AppConfig, pascal
+from stacks.gpu_endpoint import GpuEndpoint
+from stacks.model_function import ModelFunction, retention
+
+ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "ip": "$context.identity.sourceIp",
+    "caller": "$context.identity.caller",
+    "userArn": "$context.identity.userArn",
+    "jwtSubject": "$context.authorizer.claims.sub",
+    "requestTime": "$context.requestTime",
+    "routeKey": "$context.routeKey",
+    "status": "$context.status",
+    "responseLength": "$context.responseLength",
+    "integrationLatency": "$context.integrationLatency",
+    "integrationError": "$context.integrationErrorMessage",
+    "authorizerError": "$context.authorizer.error",
+}
+# Server-level routes of the Open Inference Protocol plus the API description; any model function answers them.
+SERVER_ROUTES = ("/v2", "/v2/health/live", "/v2/health/ready", "/openapi.json")
+
+
+def model_routes(name: str) -> list[tuple[str, list[apigwv2.HttpMethod]]]:
+    """The v2 (Open Inference Protocol) and v1 (KServe) paths of one model, with the methods each accepts."""
+    get, post = apigwv2.HttpMethod.GET, apigwv2.HttpMethod.POST
+    return [
+        (f"/v2/models/{name}", [get]),
+        (f"/v2/models/{name}/{{proxy+}}", [get, post]),
+        (f"/v1/models/{name}", [get]),
+        (f"/v1/models/{name}:predict", [post]),
+    ]
+
+
+class RealtimeApiStack(Stack):
+    """Changes with the serving code and the Lambda-placed models; GPU endpoints arrive as `endpoints`."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        endpoints: Mapping[str, GpuEndpoint],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        platform = config.catalog.platform
+        timeout = Duration.seconds(platform.api_function_timeout_s)
+
+        self.functions: dict[str, ModelFunction] = {}
+        for entry in config.served_models:
+            environment = {"MAX_INSTANCES": json.dumps({entry.name: entry.max_instances})}
+            endpoint = endpoints.get(entry.name)
+            if endpoint is not None:
+                environment["SAGEMAKER_ENDPOINTS"] = json.dumps({entry.name: endpoint.endpoint_name})
+            function = ModelFunction(
+                self,
+                f"{pascal(entry.name)}Api",
+                config=config,
+                entry=entry,
+                handler=API_HANDLER,
+                memory_mb=entry.lambda_.memory_mb,
+                timeout=timeout,
+                environment=environment,
+                no_dead_letter_reason="invoked synchronously by API Gateway: the caller gets the error, "
+                "there is no asynchronous event to keep",
+                reserved_concurrency=entry.max_instances if config.reserve_concurrency else None,
+            )
+            if endpoint is not None:
+                function.role.add_to_policy(
+                    iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint.endpoint_arn])
+                )
+            self._alarm(function, entry, timeout)
+            self.functions[entry.name] = function
+
+        self.access_logs = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=retention(platform.log_retention_days),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.api = apigwv2.HttpApi(
+            self,
+            "HttpApi",
+            description=f"Model serving ({config.stage}): Open Inference Protocol v2 and KServe v1",
+            default_authorizer=self._authorizer(config),
+            cors_preflight=_cors(config.cors_origins),
+            create_default_stage=False,
+        )
+        self.stage = apigwv2.HttpStage(
+            self,
+            "DefaultStage",
+            http_api=self.api,
+            auto_deploy=True,
+            throttle=apigwv2.ThrottleSettings(
+                rate_limit=platform.api_throttle_rate, burst_limit=platform.api_throttle_burst
+            ),
+            access_log_settings=_access_log_settings(self.access_logs),
+        )
+        for entry in config.served_models:
+            integration = integrations.HttpLambdaIntegration(
+                f"{pascal(entry.name)}Integration", self.functions[entry.name].function
+            )
+            for path, methods in model_routes(entry.name):
+                self.api.add_routes(path=path, methods=methods, integration=integration)
+        server = self.functions[config.served_models[0].name].function
+        server_integration = integrations.HttpLambdaIntegration("ServerIntegration", server)
+        for path in SERVER_ROUTES:
+            self.api.add_routes(path=path, methods=[apigwv2.HttpMethod.GET], integration=server_integration)
+
+        CfnOutput(self, "ApiUrl", value=self.stage.url)
+
+    @staticmethod
+    def _authorizer(config: AppConfig) -> apigwv2.IHttpRouteAuthorizer:
+        """SigV4 (IAM) unless the context names a JWT issuer and audience."""
+        if config.jwt is None:
+            return authorizers.HttpIamAuthorizer()
+        return authorizers.HttpJwtAuthorizer("JwtAuthorizer", config.jwt.issuer, jwt_audience=list(config.jwt.audience))
+
+    def _alarm(self, function: ModelFunction, entry: ModelEntry, timeout: Duration) -> None:
+        """Errors, throttles and a p99 far beyond the model's latency budget each page someone."""
+        fn = function.function
+        period = Duration.minutes(5)
+        not_breaching = cloudwatch.TreatMissingData.NOT_BREACHING
+        fn.metric_errors(period=period, statistic="Sum").create_alarm(
+            function,
+            "ErrorsAlarm",
+            threshold=1,
+            evaluation_periods=1,
+            treat_missing_data=not_breaching,
+            alarm_description=f"{entry.name} API function raised errors",
+        )
+        fn.metric_throttles(period=period, statistic="Sum").create_alarm(
+            function,
+            "ThrottlesAlarm",
+            threshold=1,
+            evaluation_periods=1,
+            treat_missing_data=not_breaching,
+            alarm_description=f"{entry.name} API function was throttled (max_instances reached)",
+        )
+        p99_ms = min(10 * entry.lambda_.p95_budget_ms, 0.8 * timeout.to_milliseconds())
+        fn.metric_duration(period=period, statistic="p99").create_alarm(
+            function,
+            "P99DurationAlarm",
+            threshold=p99_ms,
+            evaluation_periods=3,
+            treat_missing_data=not_breaching,
+            alarm_description=f"{entry.name} API p99 duration above {p99_ms:.0f} ms (10x the p95 budget)",
+        )
+
+
+@jsii.implements(apigwv2.IAccessLogSettings)
+class _JsonAccessLogs:
+    """IAccessLogSettings is only an interface in aws-cdk-lib: JSON lines (structured logging) into one log group."""
+
+    def __init__(self, log_group: logs.ILogGroup) -> None:
+        self._log_group = log_group
+
+    @property
+    def destination(self) -> apigwv2.IAccessLogDestination:
+        return apigwv2.LogGroupLogDestination(self._log_group)
+
+    @property
+    def format(self) -> apigw.AccessLogFormat:
+        return apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT))
+
+
+def _access_log_settings(log_group: logs.ILogGroup) -> apigwv2.IAccessLogSettings:
+    return _JsonAccessLogs(log_group)
+
+
+def _cors(origins: tuple[str, ...]) -> apigwv2.CorsPreflightOptions | None:
+    if not origins:
+        return None
+    return apigwv2.CorsPreflightOptions(
+        allow_origins=list(origins),
+        allow_methods=[apigwv2.CorsHttpMethod.GET, apigwv2.CorsHttpMethod.POST],
+        allow_headers=["authorization", "content-type", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"],
+        max_age=Duration.hours(1),
+    )
