@@ -25,14 +25,12 @@ def find_packages(build_missing: bool) -> dict[str, Path]:
     catalog = load_catalog()
     missing = [entry.name for entry in catalog.models.values() if not (entry.package_dir / "manifest.json").is_file()]
     if missing and build_missing:
+        command = [sys.executable, "-m", "training.submit", "--profile", "demo"]
         for name in missing:
-            log.info(
-                "no package for %s yet: training it (python -m training.submit --model %s --profile demo)", name, name
-            )
-            # A child process: the serving side never imports torch.
-            subprocess.run(
-                [sys.executable, "-m", "training.submit", "--model", name, "--profile", "demo"], cwd=ROOT, check=True
-            )
+            command += ["--model", name]
+        log.info("no package yet for %s: training (%s)", ", ".join(missing), " ".join(command[1:]))
+        # A child process: the serving side never imports torch.
+        subprocess.run(command, cwd=ROOT, check=False, timeout=3 * 3600)
     packages = {entry.name: entry.package_dir for entry in catalog.models.values()}
     absent = [name for name, path in packages.items() if not (path / "manifest.json").is_file()]
     if absent:

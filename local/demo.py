@@ -129,16 +129,19 @@ def run_demo(stack: LocalStack) -> bool:
     started = time.perf_counter()
     s3.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode())
     print(f"  put s3://{bucket}/{key} ({len(lines)} lines)", flush=True)
-    stem = Path(key).stem
+    file_name = key.rsplit("/", 1)[1]
     try:
-        summary_key, summary = wait_for_summary(s3, bucket, f"{platform.batch_output_prefix}sentiment/{stem}")
+        summary_key, summary = wait_for_summary(s3, bucket, f"{platform.batch_output_prefix}sentiment/{file_name}")
     except TimeoutError as error:
         print(f"  {error}", flush=True)
         return False
     turnaround = time.perf_counter() - started
     print(f"  summary after {turnaround:.1f} s: s3://{bucket}/{summary_key}\n  {json.dumps(summary)}", flush=True)
-    for item in s3.list_objects_v2(Bucket=bucket, Prefix=summary_key.rsplit("/", 1)[0]).get("Contents", []):
-        if item["Key"] != summary_key:
-            text = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode()
-            print(f"\n  s3://{bucket}/{item['Key']}:\n    " + "\n    ".join(text.splitlines()[:10]), flush=True)
+    outputs = summary.get("outputs", {})
+    for label in ("results", "errors"):
+        if outputs.get(label):
+            text = s3.get_object(Bucket=outputs.get("bucket", bucket), Key=outputs[label])["Body"].read().decode()
+            shown = "\n    ".join(text.splitlines()[:10])
+            print(f"\n  {label}: s3://{outputs.get('bucket', bucket)}/{outputs[label]}\n    {shown}", flush=True)
+    ok &= summary.get("failed") == 1 and summary.get("scored") == len(tweets)
     return ok
