@@ -1,0 +1,81 @@
+"""End to end in local mode: the digits model trained by the real entry point in a subprocess, as `make models` does."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from catalog import load_catalog
+from functions.runtime.package import load_package
+from training.datasets import prepare_channels, read_images
+from training.local_mode import train_local
+from training.report import CURVES_FILE, REPORT_FILE
+
+pytestmark = pytest.mark.slow
+# The catalog's 30 epochs are `make models`' job; a few epochs prove the same path in a fraction of the time.
+FAST = {"epochs": 4}
+
+
+@pytest.fixture(scope="module")
+def digits_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
+    """(package folder, job work folder, wall seconds) of one short demo-profile digits job."""
+    root = tmp_path_factory.mktemp("digits-local")
+    started = time.perf_counter()
+    package = train_local(
+        load_catalog().model("digits"),
+        profile="demo",
+        overrides=FAST,
+        work_dir=root / "job",
+        package_dir=root / "models" / "digits",
+    )
+    return package, root / "job", time.perf_counter() - started
+
+
+def test_the_job_leaves_a_verified_package_where_asked(digits_job) -> None:
+    package_dir, _, wall = digits_job
+
+    package = load_package(package_dir)
+
+    print(f"digits local-mode job: {wall:.1f} s")
+    assert package_dir.name == "digits"
+    assert {"manifest.json", "model.onnx"} <= {path.name for path in package_dir.iterdir()}
+    assert package.manifest.parity.passed is True
+    assert package.manifest.task == "image-classification"
+    assert package.manifest.source["profile"] == "demo"
+    assert package.manifest.source["hyperparameters"]["epochs"] == FAST["epochs"]
+    assert package.manifest.metrics["test_accuracy"] >= 0.9
+
+
+def test_the_shipped_graph_classifies_the_held_out_digits(digits_job, tmp_path: Path) -> None:
+    # given: the same test split the job saw, fed as the runtime feeds it (raw 0..16 divided by pixel_scale)
+    package = load_package(digits_job[0])
+    test_channel = prepare_channels(load_catalog().model("digits"), tmp_path)["test"]
+    images, labels = read_images(test_channel)
+    scale = package.manifest.preprocessing.pixel_scale
+    assert scale is not None
+
+    # when
+    session = onnxruntime.InferenceSession(str(package.graph_path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(["logits"], {"pixels": (images / scale)[:, None, :, :].astype(np.float32)})
+
+    # then
+    accuracy = float((logits.argmax(axis=1) == labels).mean())
+    assert accuracy >= 0.9
+    assert accuracy == pytest.approx(package.manifest.metrics["test_accuracy"], abs=0.01)
+
+
+def test_the_output_dir_has_the_evaluation_report_and_training_curves(digits_job) -> None:
+    _, work, _ = digits_job
+    output = work / "output" / "data"
+
+    report = json.loads((output / REPORT_FILE).read_text())
+
+    assert (output / CURVES_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["model"] == "digits"
+    assert "confusion_matrix" in json.dumps(report)
+    assert "precision" in json.dumps(report)
