@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -79,3 +80,25 @@ def test_the_output_dir_has_the_evaluation_report_and_training_curves(digits_job
     assert report["model"] == "digits"
     assert "confusion_matrix" in json.dumps(report)
     assert "precision" in json.dumps(report)
+
+
+def test_two_processes_train_under_torchrun_on_gloo(tmp_path: Path) -> None:
+    # given: what SageMaker's torch_distributed launches on a multi-GPU host, here as two CPU processes
+    output = io.StringIO()
+
+    # when
+    package_dir = train_local(
+        load_catalog().model("digits"),
+        profile="demo",
+        overrides={"epochs": 1},
+        work_dir=tmp_path / "job",
+        package_dir=tmp_path / "models" / "digits",
+        processes=2,
+        stream=output,
+    )
+
+    # then: one package, written by rank 0, from a job that really ran with two ranks
+    log = output.getvalue()
+    assert "world_size=2" in log
+    assert log.count("package written to") == 1
+    assert load_package(package_dir).manifest.parity.passed is True
