@@ -14,29 +14,29 @@ from pathlib import Path
 from types import FrameType
 
 from catalog import ROOT, load_catalog
-from local.config import LocalConfig
+from local.config import LOCAL_PACKAGES_DIR, LocalConfig
 from local.stack import LocalStack, StackInfo
 
 log = logging.getLogger("local")
 
 
 def find_packages(build_missing: bool) -> dict[str, Path]:
-    """Every catalog model's package under build/models/, training the missing ones through training.submit."""
+    """Every catalog model's package under build/models/ (or LOCAL_PACKAGES_DIR), training missing ones first."""
     catalog = load_catalog()
-    missing = [entry.name for entry in catalog.models.values() if not (entry.package_dir / "manifest.json").is_file()]
-    if missing and build_missing:
+    override = os.environ.get(LOCAL_PACKAGES_DIR)
+    packages = {e.name: (Path(override) / e.name if override else e.package_dir) for e in catalog.models.values()}
+    missing = [name for name, path in packages.items() if not (path / "manifest.json").is_file()]
+    if missing and build_missing and not override:
         command = [sys.executable, "-m", "training.submit", "--profile", "demo"]
         for name in missing:
             command += ["--model", name]
         log.info("no package yet for %s: training (%s)", ", ".join(missing), " ".join(command[1:]))
         # A child process: the serving side never imports torch.
         subprocess.run(command, cwd=ROOT, check=False, timeout=3 * 3600)
-    packages = {entry.name: entry.package_dir for entry in catalog.models.values()}
     absent = [name for name, path in packages.items() if not (path / "manifest.json").is_file()]
     if absent:
-        raise SystemExit(
-            f"no package for {', '.join(absent)} in {catalog.models[absent[0]].package_dir.parent}; run `make models`"
-        )
+        folder = packages[absent[0]].parent
+        raise SystemExit(f"no package for {', '.join(absent)} in {folder}; run `make models`")
     return packages
 
 
@@ -108,7 +108,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # "found credentials/endpoint" lines on every client
     packages = find_packages(build_missing=not arguments.no_build)
+    # A terminal, not CloudWatch: EMF metric lines are noise here (POWERTOOLS_METRICS_DISABLED=false brings them back),
+    # and the demo shows answers, not the functions' JSON logs.
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    if arguments.command == "demo":
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     config = LocalConfig.from_env()
     stop = threading.Event()
     with LocalStack(config, packages) as stack:

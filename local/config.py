@@ -18,6 +18,7 @@ LOCAL_SAGEMAKER_PORT = "LOCAL_SAGEMAKER_PORT"
 LOCAL_BUCKET = "LOCAL_BUCKET"
 LOCAL_VISIBILITY_TIMEOUT = "LOCAL_VISIBILITY_TIMEOUT"
 LOCAL_POLL_WAIT = "LOCAL_POLL_WAIT"
+LOCAL_PACKAGES_DIR = "LOCAL_PACKAGES_DIR"  # serve packages from elsewhere than build/models (never trains there)
 
 
 class LocalConfigError(ValueError):

@@ -105,6 +105,7 @@ def run_demo(stack: LocalStack) -> bool:
     tweets = real_tweets(8)
     ok = True
     print("\n== Real-time requests ==", flush=True)
+    print(f"  texts: {json.dumps(tweets[:2])}\n  digit: a real handwritten 3 from sklearn's digits", flush=True)
     for name in stack.packages:
         entry = catalog.model(name)
         v2_body, v1_body = example_requests(entry.task, tweets)
