@@ -6,6 +6,7 @@ routes turn documents into runtime calls; every error becomes an HTTP answer in 
 
 from __future__ import annotations
 
+import json
 import time
 from http import HTTPStatus
 from typing import Any
@@ -31,6 +32,7 @@ from functions.api.envelope import (
 from functions.api.kserve import (
     ModelMetadata,
     PredictRequest,
+    PredictResponse,
     model_metadata,
     requested_outputs,
     v1_inputs,
@@ -67,6 +69,12 @@ def record_inference(model: ServedModel, batch_size: int, started: float) -> Non
     )
     metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=batch_size)
     logger.debug("scored", extra={"model": model.name, "batch_size": batch_size})
+
+
+def json_response(document: dict[str, Any]) -> Response[str]:
+    """Serialised once here: a dict body would be walked again by the resolver's encoder (costly for embeddings)."""
+    body = json.dumps(document, separators=(",", ":"), allow_nan=False)
+    return Response(status_code=HTTPStatus.OK, content_type=content_types.APPLICATION_JSON, body=body)
 
 
 def envelope_middleware(app: APIGatewayHttpResolver, next_middleware: Any) -> Response:
@@ -131,21 +139,26 @@ _INFER_RESPONSES = {200: {"description": "Inference result", "content": {"applic
 
 
 @app.post("/v2/models/<name>/infer", responses=_INFER_RESPONSES)
-def infer(name: str, request: InferRequest) -> dict[str, Any]:
+def infer(name: str, request: InferRequest) -> Response[str]:
     return _infer(served(name), request)
 
 
 @app.post("/v2/models/<name>/versions/<version>/infer", responses=_INFER_RESPONSES)
-def version_infer(name: str, version: str, request: InferRequest) -> dict[str, Any]:
+def version_infer(name: str, version: str, request: InferRequest) -> Response[str]:
     return _infer(served(name, version), request)
 
 
-def _infer(model: ServedModel, request: InferRequest) -> dict[str, Any]:
+def _infer(model: ServedModel, request: InferRequest) -> Response[str]:
     started = time.perf_counter()
     outputs = requested_outputs(model, request)
     inference = model.infer(v2_inputs(model, request))
     record_inference(model, inference.batch_size, started)
-    return v2_response(model, inference, outputs, request.id)
+    return json_response(v2_response(model, inference, outputs, request.id))
+
+
+_PREDICT_RESPONSES = {
+    200: {"description": "Predictions", "content": {"application/json": {"model": PredictResponse}}},
+}
 
 
 # --- KServe v1 -------------------------------------------------------------------------------------------------------
@@ -159,13 +172,13 @@ def v1_model(name: str) -> dict[str, Any]:
     return {"name": model.name, "ready": model.ready}
 
 
-@app.post("/v1/models/<name>:predict")
-def predict(name: str, request: PredictRequest) -> dict[str, Any]:
+@app.post("/v1/models/<name>:predict", responses=_PREDICT_RESPONSES)
+def predict(name: str, request: PredictRequest) -> Response[str]:
     model = served(name)
     started = time.perf_counter()
     inference = model.infer(v1_inputs(model, request))
     record_inference(model, inference.batch_size, started)
-    return {"predictions": model.processor.predictions(inference.outputs)}
+    return json_response({"predictions": model.processor.predictions(inference.outputs)})
 
 
 # --- OpenAPI ---------------------------------------------------------------------------------------------------------
@@ -283,7 +296,7 @@ def describe_validation_errors(errors: Any) -> str:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # responses can be large (embeddings); keep traces small
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -20,6 +20,12 @@ class PredictRequest(BaseModel):
     instances: list[Any] = Field(min_length=1)
 
 
+class PredictResponse(BaseModel):
+    """KServe v1 answer: per instance {label, score, scores} for classifiers, a vector for embeddings."""
+
+    predictions: list[Any]
+
+
 class TensorMetadata(BaseModel):
     name: str
     datatype: str
