@@ -47,9 +47,9 @@ from functions.runtime.settings import Settings
 SERVER_NAME = "serverless-model-serving"
 
 settings = Settings.from_env()
-logger = Logger(service="inference-api")
-tracer = Tracer(service="inference-api")
-metrics = Metrics(namespace=settings.metrics_namespace, service="inference-api")
+logger = Logger()  # service from POWERTOOLS_SERVICE_NAME
+tracer = Tracer()
+metrics = Metrics(namespace=settings.metrics_namespace)
 app = APIGatewayHttpResolver(enable_validation=True)
 models: dict[str, ServedModel] = load_models(settings)
 

@@ -22,9 +22,9 @@ from functions.runtime.models import ServedModel, load_models
 from functions.runtime.settings import Settings
 
 settings = Settings.from_env()
-logger = Logger(service="batch-inference")
-tracer = Tracer(service="batch-inference")
-metrics = Metrics(namespace=settings.metrics_namespace, service="batch-inference")
+logger = Logger()  # service from POWERTOOLS_SERVICE_NAME
+tracer = Tracer()
+metrics = Metrics(namespace=settings.metrics_namespace)
 processor = BatchProcessor(event_type=EventType.SQS, model=S3NotificationMessage)
 s3 = boto3.client("s3")  # honours AWS_ENDPOINT_URL (the local stack)
 models: dict[str, ServedModel] = load_models(settings)
