@@ -304,16 +304,47 @@ def start_training_job(
     return job_name
 
 
+def download_output_data(s3: Any, artifacts_uri: str, output_data_dir: Path) -> bool:
+    """Fetch the job's output.tar.gz (its SM_OUTPUT_DATA_DIR: evaluation report, curves) next to model.tar.gz.
+
+    Returns False when the job wrote none; the package alone is what later steps need.
+    """
+    bucket, key = _split_s3_uri(artifacts_uri)
+    output_key = key.rsplit("/", 1)[0] + "/output.tar.gz"
+    output_data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_data_dir.parent) as scratch:
+        archive = Path(scratch) / "output.tar.gz"
+        try:
+            s3.download_file(bucket, output_key, str(archive))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return False
+            raise
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(output_data_dir, filter="data")
+    return True
+
+
 def collect_training_job(
-    sagemaker: Any, s3: Any, job_name: str, package_dir: Path, *, poll_s: int = 60, timeout_s: int = 6 * 3600
+    sagemaker: Any,
+    s3: Any,
+    job_name: str,
+    package_dir: Path,
+    *,
+    output_data_dir: Path | None = None,
+    poll_s: int = 60,
+    timeout_s: int = 6 * 3600,
 ) -> Path:
-    """Wait for the job, then publish its model.tar.gz as the package folder."""
+    """Wait for the job, publish its model.tar.gz as the package folder, and fetch its output data if asked."""
     description = wait_for_training_job(sagemaker, job_name, poll_s=poll_s, timeout_s=timeout_s)
     artifacts = description["ModelArtifacts"]["S3ModelArtifacts"]
     try:
-        return download_package(s3, artifacts, package_dir)
+        package = download_package(s3, artifacts, package_dir)
     except ClientError as error:
         raise TrainingJobError(f"training job {job_name} completed but {artifacts} is unreadable: {error}") from error
+    if output_data_dir is not None and not download_output_data(s3, artifacts, output_data_dir):
+        print(f"training job {job_name} wrote no output.tar.gz next to {artifacts}", flush=True)
+    return package
 
 
 def train_on_sagemaker(
@@ -351,6 +382,7 @@ def train_on_sagemaker(
         s3,
         job_name,
         Path(package_dir) if package_dir else entry.package_dir,
+        output_data_dir=Path(work_dir).resolve() / "output" / "data",
         poll_s=poll_s,
         timeout_s=2 * entry.training.max_run_s + 600,
     )

@@ -170,12 +170,23 @@ def test_the_job_model_tar_gz_becomes_a_loadable_package(aws, tmp_path: Path) ->
         for path in sorted(trained.iterdir()):
             tar.add(path, arcname=path.name)  # SageMaker tars /opt/ml/model's contents at the archive root
     s3.upload_file(str(archive), BUCKET, artifacts.removeprefix(f"s3://{BUCKET}/"))
+    report = io.BytesIO()
+    with tarfile.open(fileobj=report, mode="w:gz") as tar:  # and the output.tar.gz of its SM_OUTPUT_DATA_DIR
+        info = tarfile.TarInfo("evaluation.json")
+        info.size = len(b'{"model": "digits"}')
+        tar.addfile(info, io.BytesIO(b'{"model": "digits"}'))
+    s3.put_object(
+        Bucket=BUCKET, Key=f"models/digits/training-jobs/{job_name}/output/output.tar.gz", Body=report.getvalue()
+    )
 
     # when
-    package_dir = collect_training_job(sagemaker, s3, job_name, tmp_path / "models" / "digits", poll_s=1)
+    package_dir = collect_training_job(
+        sagemaker, s3, job_name, tmp_path / "models" / "digits", output_data_dir=tmp_path / "output", poll_s=1
+    )
 
     # then
     package = load_package(package_dir)
+    assert json.loads((tmp_path / "output" / "evaluation.json").read_text()) == {"model": "digits"}
     assert package.name == "digits"
     assert sorted(path.name for path in package_dir.iterdir()) == sorted(path.name for path in trained.iterdir())
     assert [path.name for path in package_dir.parent.iterdir()] == ["digits"]  # no staging folders left behind
