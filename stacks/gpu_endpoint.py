@@ -166,6 +166,13 @@ class TritonEndpoint(Construct):
             service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
             resource_id=f"endpoint/{self.endpoint.attr_endpoint_name}/variant/{VARIANT_NAME}",
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            # SageMaker scaling runs under its service-linked role; without this CDK would add an unused role.
+            role=iam.Role.from_role_arn(
+                self,
+                "ScalingServiceLinkedRole",
+                f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/aws-service-role/"
+                "sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+            ),
             min_capacity=placement.initial_instance_count,
             max_capacity=max(placement.max_instance_count, placement.initial_instance_count),
         )
