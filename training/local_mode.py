@@ -6,6 +6,7 @@ variables the SageMaker training toolkit provides, only rooted in a work folder 
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import shutil
@@ -155,11 +156,12 @@ def entry_point_command(processes: int) -> list[str]:
 def run_entry_point(command: list[str], env: Mapping[str, str], *, stream: TextIO | None = None) -> None:
     """Run the job, streaming its output as it comes (progress bars included), and fail with its tail."""
     out = stream or sys.stdout
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may straddle two reads
     tail = bytearray()
     with subprocess.Popen(command, cwd=ROOT, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as job:
         assert job.stdout is not None
         while chunk := os.read(job.stdout.fileno(), 8192):
-            out.write(chunk.decode("utf-8", errors="replace"))
+            out.write(decoder.decode(chunk))
             out.flush()
             tail = (tail + chunk)[-FAILURE_TAIL_CHARS:]
         returncode = job.wait()
