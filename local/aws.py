@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,13 @@ def start_moto(port: int) -> tuple[ThreadedMotoServer, str]:
     server.start()
     host, bound_port = server.get_host_and_port()
     return server, f"http://{host}:{bound_port}"
+
+
+def reset_moto(endpoint_url: str) -> None:
+    """Empty moto's state: in-process servers share moto's global backends, so a second stack would find the first's."""
+    request = urllib.request.Request(f"{endpoint_url}/moto-api/reset", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
 
 
 def client(service: str, endpoint_url: str) -> Any:

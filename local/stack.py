@@ -6,6 +6,7 @@ them; `stop()` restores both the environment and any handler modules imported ea
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -70,6 +71,7 @@ class LocalStack:
         self.api_function: LocalFunction | None = None
         self.batch_function: LocalFunction | None = None
         self._moto: Any = None
+        self._aws_url = ""
         self._models_dir: tempfile.TemporaryDirectory[str] | None = None
         self._saved_env: dict[str, str | None] = {}
         self._saved_modules: dict[str, ModuleType] = {}
@@ -88,6 +90,8 @@ class LocalStack:
     def start(self) -> StackInfo:
         platform = self.catalog.platform
         self._moto, aws_url = aws.start_moto(self.config.aws_port)
+        self._aws_url = aws_url
+        aws.reset_moto(aws_url)
         self._set_env(
             {
                 "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID") or "testing",
@@ -184,6 +188,8 @@ class LocalStack:
             self.standin.stop()
             self.standin = None
         if self._moto is not None:
+            with contextlib.suppress(OSError):
+                aws.reset_moto(self._aws_url)  # leave no buckets or queues behind for the next in-process user
             self._moto.stop()
             self._moto = None
         if self._models_dir is not None:
