@@ -46,7 +46,7 @@ REQUIRED_BERT_FUSIONS: tuple[tuple[str, ...], ...] = (
     ("Gelu", "BiasGelu", "FastGelu", "GemmFastGelu"),
 )
 VERSIONED_LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "numpy", "tokenizers")
-ONNX_DATATYPES = {
+ONNX_DATATYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "FP32",
     onnx.TensorProto.FLOAT16: "FP16",
     onnx.TensorProto.INT64: "INT64",
@@ -310,7 +310,12 @@ def validate_parity(spec: ExportSpec, onnx_path: Path) -> ParityReport:
     cases = []
     for name, feeds in spec.parity_cases:
         expected = _run_torch(spec, feeds)
-        actual = session.run(spec.output_names, {k: feeds[k] for k in spec.input_names})
+        try:
+            actual = session.run(spec.output_names, {k: feeds[k] for k in spec.input_names})
+        except Exception as error:  # onnxruntime raises its own untyped errors; the case fails, the others still run
+            shape = list(feeds[spec.input_names[0]].shape)
+            cases.append(ParityCase(name, shape, float("inf"), False, problem=f"onnxruntime: {error}"[:300]))
+            continue
         cases.append(_compare_case(spec, name, feeds, expected, actual))
     report = ParityReport(tolerance=spec.tolerance, cases=cases)
     if not report.passed:
@@ -453,16 +458,37 @@ def _utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+STAGING_PREFIX = ".staging-"
+
+
 @contextlib.contextmanager
 def _staging_dir(out_dir: Path) -> Iterator[Path]:
-    """A temp dir beside out_dir, renamed into place only when the block succeeds; removed otherwise."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    """A temp dir beside out_dir, renamed into place only when the block succeeds; removed otherwise.
+
+    A mount point (SageMaker's /opt/ml/model) cannot be renamed, so there the staging dir lives inside it and
+    its files replace the old ones only on success, manifest last: a package without a manifest is no package.
+    """
+    in_place = out_dir.is_dir() and os.path.ismount(out_dir)
+    root = out_dir if in_place else out_dir.parent
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{STAGING_PREFIX}", dir=root))
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if in_place:
+        for child in out_dir.iterdir():
+            if child == staging:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        for child in sorted(staging.iterdir(), key=lambda c: c.name == MANIFEST_FILE):
+            child.rename(out_dir / child.name)
+        staging.rmdir()
+        return
     old = None
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{time.time_ns()}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -76,7 +77,8 @@ def test_transformer_fusions_are_in_the_fp32_graph(embedding_spec: ExportSpec, e
 
 def test_export_leaves_the_module_attention_as_it_was(embedding_spec: ExportSpec, embedding_package: Path) -> None:
     # export traces eager attention (SDPA does not fuse), then must hand the module back unchanged
-    assert embedding_spec.module.encoder.config._attn_implementation == "sdpa"
+    config = getattr(embedding_spec.module.get_submodule("encoder"), "config")  # noqa: B009  # typed as Module
+    assert config._attn_implementation == "sdpa"
 
 
 def test_shipped_embeddings_equal_sentence_transformers(embedding_package: Path, embedding_manifest: dict) -> None:
@@ -211,3 +213,25 @@ def test_perturbed_graph_fails_every_case(digits_spec: ExportSpec, tmp_path: Pat
     assert len(error.value.report.failures) == len(digits_spec.parity_cases)
     assert error.value.report.passed is False
     assert all(case.max_abs_diff > digits_spec.tolerance for case in error.value.report.cases)
+
+
+def test_mount_point_package_is_replaced_in_place(
+    digits_spec: ExportSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given SageMaker's /opt/ml/model: a mount point holding a stale file, which cannot itself be renamed
+    model_dir = tmp_path / "opt" / "ml" / "model"
+    model_dir.mkdir(parents=True)
+    (model_dir / "stale.txt").write_text("from an earlier attempt")
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == model_dir or real_ismount(path))
+    # when parity fails, the old contents stay and no staging dir is left behind
+    with pytest.raises(ParityError):
+        build_package(perturbed(digits_spec), model_dir, name="digits", version="v1", metrics={}, source=SOURCE)
+    assert [p.name for p in model_dir.iterdir()] == ["stale.txt"]
+    # when it succeeds, the package replaces the contents of the same directory
+    package = build_package(digits_spec, model_dir, name="digits", version="v2", metrics={}, source=SOURCE)
+    assert package == model_dir
+    assert sorted(p.name for p in model_dir.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in model_dir.parent.iterdir()) == ["model"]
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["files"]["model.onnx"]["sha256"] == sha256(model_dir / "model.onnx")
