@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from aws_cdk import Aspects, Stack
 from aws_cdk.aws_s3 import IBucket
-from cdk_nag import AwsSolutionsChecks, NagPackSuppression, NagSuppressions, ServerlessChecks
+from cdk_nag import AwsSolutionsChecks, NagPackSuppression, NagSuppressions, RegexAppliesTo, ServerlessChecks
 from constructs import IConstruct
 
 
@@ -17,7 +18,7 @@ def apply_checks(stacks: Iterable[Stack]) -> None:
         Aspects.of(stack).add(ServerlessChecks(verbose=True))
 
 
-def suppress(construct: IConstruct, rule: str, reason: str, applies_to: Sequence[str] = ()) -> None:
+def suppress(construct: IConstruct, rule: str, reason: str, applies_to: Sequence[str | RegexAppliesTo] = ()) -> None:
     """Acknowledge one rule on one construct (and its children) with a reason a reviewer can check."""
     NagSuppressions.add_resource_suppressions(
         construct,
@@ -41,11 +42,20 @@ S3_GRANT_ACTIONS = ("s3:GetObject*", "s3:GetBucket*", "s3:List*", "s3:Abort*", "
 XRAY_REASON = "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions (tracing is on)"
 
 
-def object_resource(bucket: IBucket, pattern: str) -> str:
-    """The cdk-nag finding name of `<bucket arn>/<pattern>`, resolved through the bucket's pinned logical id."""
+def object_resource(bucket: IBucket, pattern: str) -> RegexAppliesTo:
+    """The cdk-nag finding for `<bucket arn>/<pattern>`, keyed on the bucket's pinned logical id.
+
+    A regex, because the same finding reads `<Id.Arn>/...` in the owning stack and a cross-stack reference
+    naming the same logical id in a consuming stack (and again after a re-synthesis).
+    """
     cfn = bucket.node.default_child
     logical_id = Stack.of(bucket).resolve(Stack.of(bucket).get_logical_id(cfn))  # type: ignore[arg-type]
-    return f"Resource::<{logical_id}.Arn>/{pattern}"
+    return RegexAppliesTo(regex=f"/^Resource::.*{re.escape(logical_id)}.*\\/{_js_escape(pattern)}$/")
+
+
+def _js_escape(text: str) -> str:
+    """Escape a literal for an ECMA-262 regex literal (slashes included)."""
+    return re.sub(r"([.*+?^${}()|\[\]\\/])", r"\\\1", text)
 
 
 def suppress_prefix_grants(construct: IConstruct, bucket: IBucket, patterns: Sequence[str], why: str) -> None:
@@ -54,6 +64,8 @@ def suppress_prefix_grants(construct: IConstruct, bucket: IBucket, patterns: Seq
         construct,
         "AwsSolutions-IAM5",
         f"CDK bucket grants (action groups {', '.join(S3_GRANT_ACTIONS)}) limited to {', '.join(patterns)}: {why}",
-        applies_to=[f"Action::{action}" for action in S3_GRANT_ACTIONS]
-        + [object_resource(bucket, pattern) for pattern in patterns],
+        applies_to=[
+            *(f"Action::{action}" for action in S3_GRANT_ACTIONS),
+            *(object_resource(bucket, pattern) for pattern in patterns),
+        ],
     )
