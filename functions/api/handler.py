@@ -78,7 +78,7 @@ def json_response(document: dict[str, Any]) -> Response[str]:
 
 
 def envelope_middleware(app: APIGatewayHttpResolver, next_middleware: Any) -> Response:
-    """Size and content type of a body are checked before any route reads it."""
+    """Size and content type are checked before the route runs (invalid bodies are checked in invalid_request)."""
     check_envelope(app.current_event, settings.max_body_bytes)
     return next_middleware(app)
 
