@@ -326,10 +326,19 @@ def validate_parity(spec: ExportSpec, onnx_path: Path) -> ParityReport:
 # --------------------------------------------------------------------------------------------------- quantise
 
 
-def quantize_graph(source: Path, target: Path) -> Path:
-    """Dynamic int8 with 7-bit weights: without VNNI, full-range int8 products can saturate on AVX2."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_graph(source: Path, target: Path, *, preprocess: bool = False) -> Path:
+    """Dynamic int8 with 7-bit weights: without VNNI, full-range int8 products can saturate on AVX2.
 
+    preprocess runs ORT's quant_pre_process (shape inference, basic optimisation) on an unfused export; a graph
+    already fused by the BERT optimizer goes in as it is, since the quantizer knows its Attention ops.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if preprocess:
+        prepared = target.with_name(f"{target.stem}.prepared.onnx")
+        quant_pre_process(source, prepared)
+        source = prepared
     quantize_dynamic(
         source,
         target,
@@ -535,7 +544,11 @@ def build_package(
         else:
             int8 = scratch / "quantized.onnx"
             with build.timed("quantize"):
-                quantize_graph(fp32, int8)
+                # CPU-fused ops (FusedConv, FusedGemm) have no int8 kernels: quantise the unfused export instead.
+                if spec.transformer is None:
+                    quantize_graph(raw, int8, preprocess=True)
+                else:
+                    quantize_graph(fp32, int8)
                 decision = gate(spec, fp32, int8)
             if decision.applied:
                 shipped = int8
