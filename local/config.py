@@ -46,13 +46,21 @@ class LocalConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalConfig:
         env = os.environ if environ is None else environ
         return cls(
-            api_port=_int(env, LOCAL_API_PORT, cls.api_port),
-            aws_port=_int(env, LOCAL_AWS_PORT, cls.aws_port),
-            sagemaker_port=_int(env, LOCAL_SAGEMAKER_PORT, cls.sagemaker_port),
+            api_port=_port(env, LOCAL_API_PORT, cls.api_port),
+            aws_port=_port(env, LOCAL_AWS_PORT, cls.aws_port),
+            sagemaker_port=_port(env, LOCAL_SAGEMAKER_PORT, cls.sagemaker_port),
             bucket=env.get(LOCAL_BUCKET) or cls.bucket,
             visibility_timeout_s=_int(env, LOCAL_VISIBILITY_TIMEOUT, None),
-            poll_wait_s=_int(env, LOCAL_POLL_WAIT, cls.poll_wait_s) or 0,
+            poll_wait_s=min(20, _int(env, LOCAL_POLL_WAIT, cls.poll_wait_s) or 0),  # SQS allows 0..20 s
         )
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    port = _int(env, name, default)
+    assert port is not None
+    if port > 65535:
+        raise LocalConfigError(f"{name} must be a port number (0 for any free port), got {port}")
+    return port
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ def build_event(
     headers: list[tuple[str, str]],
     body: bytes,
     source_ip: str,
+    server_port: int = 443,
     protocol: str = "HTTP/1.1",
     now: float | None = None,
 ) -> dict[str, Any]:
@@ -46,8 +48,9 @@ def build_event(
             cookies.extend(part.strip() for part in value.split(";") if part.strip())
             continue
         merged[key] = f"{merged[key]},{value}" if key in merged else value
-    request_id = base64.b32encode(uuid.uuid4().bytes)[:16].decode()
+    request_id = base64.b64encode(os.urandom(10)).decode()  # API Gateway's shape, e.g. "JKJaXmPLvHcESHA="
     merged.setdefault("x-forwarded-for", source_ip)
+    merged.setdefault("x-forwarded-port", str(server_port))
     merged.setdefault("x-forwarded-proto", "http")
     merged.setdefault("x-amzn-trace-id", f"Root=1-{int(now):08x}-{uuid.uuid4().hex[:24]}")
     event: dict[str, Any] = {
@@ -142,7 +145,9 @@ class ApiFront:
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """One request through the function, with the limits and failure answers of API Gateway + Lambda."""
-        event = build_event(method=method, target=target, headers=headers, body=body, source_ip=source_ip)
+        event = build_event(
+            method=method, target=target, headers=headers, body=body, source_ip=source_ip, server_port=self.port
+        )
         if len(json.dumps(event)) > self.max_body_bytes:
             return _error(413, "Request Entity Too Large", "request over the 6 MB Lambda payload limit")
         try:
@@ -163,7 +168,12 @@ def _make_request_handler(front: ApiFront) -> type[BaseHTTPRequestHandler]:
         server_version = "local-api-gateway"
 
         def _serve(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
+            try:
+                length = int(self.headers.get("content-length") or 0)
+            except ValueError:
+                self.close_connection = True
+                self._reply(*_error(400, "Bad Request", "Content-Length is not a number"))
+                return
             if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
                 body = self._read_chunked(front.max_body_bytes + 1)
             elif length > front.max_body_bytes:
