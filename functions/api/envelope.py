@@ -42,12 +42,13 @@ def check_envelope(event: APIGatewayProxyEventV2, max_body_bytes: int) -> None:
     size = body_size(event)
     if size > max_body_bytes:
         raise PayloadTooLargeError(f"request body is {size} bytes; the limit is {max_body_bytes} bytes")
-    headers = event.headers or {}
-    if BINARY_HEADER in {name.lower() for name in headers}:
+    # The raw dict: payload 2.0 already lower-cases names, and the case-insensitive view is rebuilt on each access.
+    headers = {name.lower(): value for name, value in (event.raw_event.get("headers") or {}).items()}
+    if BINARY_HEADER in headers:
         raise UnsupportedMediaTypeError(
             "the binary tensor data extension is not supported; send JSON tensors (tritonclient: binary_data=False)"
         )
-    content_type = next((value for name, value in headers.items() if name.lower() == "content-type"), "")
+    content_type = headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type and media_type not in JSON_CONTENT_TYPES:
         raise UnsupportedMediaTypeError(f"content type {media_type!r} is not supported; send application/json")
