@@ -53,7 +53,8 @@ class _TextTask(TaskProcessor):
 
     def prepare(self, inputs: Mapping[str, Any]) -> Prepared:
         texts = as_texts(self.batch_of(inputs), self.input_name)
-        encodings = self.tokenizer.encode_batch(texts)
+        # encode_batch hands work to the rayon pool: a thread hop that costs more than it saves for one text
+        encodings = [self.tokenizer.encode(texts[0])] if len(texts) == 1 else self.tokenizer.encode_batch(texts)
         input_ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
         attention_mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
         available = {"input_ids": input_ids, "attention_mask": attention_mask}
