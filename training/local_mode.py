@@ -7,13 +7,15 @@ variables the SageMaker training toolkit provides, only rooted in a work folder 
 from __future__ import annotations
 
 import codecs
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -23,6 +25,8 @@ from catalog import ROOT, ModelEntry
 Profile = Literal["full", "demo"]
 ENTRY_MODULE = "training.train"
 HOST = "algo-1"
+# Local mode reads the offline model and data packages, never the network (the SageMaker job sets the same).
+OFFLINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 # The job tail shown when a job fails: enough to see a traceback, not the whole log.
 FAILURE_TAIL_CHARS = 6000
 
@@ -188,6 +192,18 @@ def publish_package(model_dir: Path, package_dir: Path) -> Path:
     return package_dir
 
 
+@contextmanager
+def exclusive(work_dir: Path) -> Iterator[None]:
+    """One job per work folder: a second run would wipe the tree under the first (the machine is shared)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with (work_dir / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainingJobError(f"another training job is running in {work_dir}") from None
+        yield  # the lock goes with the file descriptor, also when this process dies
+
+
 def train_local(
     entry: ModelEntry,
     *,
@@ -204,18 +220,19 @@ def train_local(
 
     work_dir = Path(work_dir).resolve()
     job_name = job_name or job_name_for(entry, profile)
-    staged = work_dir / "prepared"
-    shutil.rmtree(staged, ignore_errors=True)
-    channels = prepare_channels(entry, staged)
-    sm_env = write_job_tree(
-        work_dir,
-        job_name=job_name,
-        hyperparameters=job_hyperparameters(entry, profile, overrides, job_name),
-        channels=channels,
-        processes=processes,
-    )
-    env = {**os.environ, **sm_env, "PYTHONUNBUFFERED": "1"}
-    for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
-        env.setdefault(key, value)  # local mode reads the offline model/data packages, never the network
-    run_entry_point(entry_point_command(processes), env, stream=stream)
-    return publish_package(work_dir / "model", Path(package_dir) if package_dir else entry.package_dir)
+    with exclusive(work_dir):
+        staged = work_dir / "prepared"
+        shutil.rmtree(staged, ignore_errors=True)
+        channels = prepare_channels(entry, staged)
+        sm_env = write_job_tree(
+            work_dir,
+            job_name=job_name,
+            hyperparameters=job_hyperparameters(entry, profile, overrides, job_name),
+            channels=channels,
+            processes=processes,
+        )
+        env = {**os.environ, **sm_env, "PYTHONUNBUFFERED": "1"}
+        for key, value in OFFLINE_ENVIRONMENT.items():
+            env.setdefault(key, value)
+        run_entry_point(entry_point_command(processes), env, stream=stream)
+        return publish_package(work_dir / "model", Path(package_dir) if package_dir else entry.package_dir)

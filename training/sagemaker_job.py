@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from catalog import ROOT, ModelEntry, Platform
 from training.local_mode import (
+    OFFLINE_ENVIRONMENT,
     Profile,
     TrainingJobError,
     encode_hyperparameters,
@@ -62,9 +63,9 @@ import sys
 sys.argv[1:] = []  # the toolkit passes hyperparameters as flags too; the job reads them from hyperparameters.json
 runpy.run_module("training.train", run_name="__main__", alter_sys=True)
 '''
-# The job's environment matches local mode: data and base models come from the installed offline packages.
 _REPLICATED = "FullyReplicated"
-JOB_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# The job's environment matches local mode: data and base models come from the installed offline packages.
+JOB_ENVIRONMENT = OFFLINE_ENVIRONMENT
 
 
 def training_image_uri(region: str, tag: str = PYTORCH_TRAINING_TAG) -> str:

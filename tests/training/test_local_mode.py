@@ -13,6 +13,7 @@ from training.environment import Hyperparameters, read_environment
 from training.local_mode import (
     TrainingJobError,
     entry_point_command,
+    exclusive,
     job_hyperparameters,
     job_name_for,
     publish_package,
@@ -152,6 +153,15 @@ def test_a_job_that_leaves_no_manifest_publishes_nothing(tmp_path: Path) -> None
     with pytest.raises(TrainingJobError, match=r"no manifest\.json"):
         publish_package(tmp_path / "model", tmp_path / "models" / "digits")
     assert not (tmp_path / "models" / "digits").exists()
+
+
+def test_a_second_job_in_the_same_folder_is_refused(tmp_path: Path) -> None:
+    entry = load_catalog().model("digits")
+
+    with exclusive(tmp_path / "job"), pytest.raises(TrainingJobError, match="another training job is running"):
+        train_local(entry, profile="demo", work_dir=tmp_path / "job", package_dir=tmp_path / "packages" / "digits")
+    with exclusive(tmp_path / "job"):  # released again
+        assert (tmp_path / "job" / ".lock").is_file()
 
 
 def test_a_failing_job_raises_with_its_output_and_publishes_nothing(tmp_path: Path) -> None:
