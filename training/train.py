@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 if not __package__:  # run as a script (SageMaker `sagemaker_program`): the source root holds training/ and catalog.py
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # Replace, not prepend: with training/ itself on the path, training/triton.py would shadow the triton package.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import logging
 import math
