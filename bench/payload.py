@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -21,6 +21,7 @@ STAMP = ".requirements.sha256"
 class InstalledSize:
     bytes: int
     method: str  # "pip install --target" or "installed distributions' RECORD files"
+    by_distribution_mb: dict[str, float] = field(default_factory=dict)  # the offline estimate's breakdown
 
 
 def folder_bytes(folder: Path) -> int:
@@ -59,7 +60,7 @@ def metadata_size(requirements: Path = REQUIREMENTS) -> InstalledSize:
     """Offline estimate: the files the installed distributions (and their dependencies) put on disk here."""
     seen: set[str] = set()
     pending = [_canonical(name) for name in _requirement_names(requirements)]
-    total = 0
+    sizes: dict[str, int] = {}
     while pending:
         name = pending.pop()
         if name in seen:
@@ -69,15 +70,19 @@ def metadata_size(requirements: Path = REQUIREMENTS) -> InstalledSize:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             continue
-        for file in dist.files or []:
-            path = Path(str(file.locate()))
-            if path.is_file():
-                total += path.stat().st_size
+        files = [Path(str(file.locate())) for file in dist.files or []]
+        sizes[name] = sum(path.stat().st_size for path in files if path.is_file())
         for requirement in dist.requires or []:
-            if "extra ==" in requirement and not any(f'extra == "{extra}"' in requirement for extra in _extras(name)):
+            marker = requirement.partition(";")[2].replace("'", '"')
+            if "extra ==" in marker and not any(f'extra == "{extra}"' in marker for extra in _extras(name)):
                 continue
             pending.append(_canonical(re.split(r"[\[=<>!~;( ]", requirement, maxsplit=1)[0]))
-    return InstalledSize(bytes=total, method="installed distributions' RECORD files (offline estimate)")
+    ranked = sorted(sizes.items(), key=lambda item: -item[1])
+    return InstalledSize(
+        bytes=sum(sizes.values()),
+        method="installed distributions' RECORD files (offline estimate)",
+        by_distribution_mb={name: round(size / 1e6, 1) for name, size in ranked},
+    )
 
 
 def _extras(name: str) -> set[str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_ITERATIONS = 200  # the floor for every published latency figure
-QUICK_ITERATIONS = 5
+QUICK_ITERATIONS = 3
 
 
 @dataclass(frozen=True)
