@@ -107,7 +107,7 @@ def test_baseline_is_computed_on_the_same_rows_and_beats_the_majority_class(
 ) -> None:
     task = TextClassification(
         load_catalog().model("sentiment"),
-        Hyperparameters(max_train_samples=4000, max_eval_samples=1000),
+        Hyperparameters(max_train_samples=2000, max_eval_samples=600),
         tweet_channels,
         tmp_path,
     )
