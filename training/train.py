@@ -159,8 +159,8 @@ def fit(
 ) -> TrainingCurves:
     """The training loop shared by every task; returns the curves for the report."""
     examples = task.train_examples()
-    sampler = DistributedSampler(
-        examples,  # type: ignore[arg-type]  (any sized sequence: we only draw indices)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        examples,  # type: ignore[arg-type]  # any sized sequence will do: we only draw indices
         num_replicas=env.world_size,
         rank=env.rank,
         shuffle=True,
@@ -214,7 +214,9 @@ def fit(
                 window.clear()
                 curves.train_loss.append((step, train_loss))
                 if env.is_main_process:
-                    log_metrics(step=step, epoch=epoch, train_loss=train_loss, learning_rate=scheduler.get_last_lr()[0])
+                    log_metrics(
+                        step=step, epoch=epoch, train_loss=train_loss, learning_rate=float(scheduler.get_last_lr()[0])
+                    )
             if env.is_main_process and (step % steps_per_epoch == 0 or step == total_steps):
                 curves.validation.append(_validate(task, model, device, step, epoch))
             if env.is_main_process and (step % hp.checkpoint_every == 0 or step == total_steps):
