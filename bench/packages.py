@@ -42,7 +42,9 @@ def demo_packages(build_if_missing: bool) -> PackageSet:
         if not build_if_missing:
             raise FileNotFoundError(f"no complete package set in {models_dir}; run `make models` first")
         subprocess.run([sys.executable, "-m", "training.submit", "--all", "--profile", "demo"], cwd=ROOT, check=True)
-    work_dirs = tuple(DEMO_WORK_ROOT / f"{name}-demo" for name in load_catalog().models)
+    # training.submit names work folders <name>-<profile>[-<settings hash>]; newest first, so the latest job wins
+    candidates = [path for name in load_catalog().models for path in DEMO_WORK_ROOT.glob(f"{name}-demo*")]
+    work_dirs = tuple(sorted(candidates, key=lambda path: path.stat().st_mtime, reverse=True))
     return PackageSet(models_dir=models_dir, work_dirs=work_dirs, origin="make models (demo profile)")
 
 

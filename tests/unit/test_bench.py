@@ -34,16 +34,21 @@ def test_timing_refuses_an_empty_sample() -> None:
         Timing.from_samples([])
 
 
-def test_contenders_are_timed_round_robin_on_the_same_step() -> None:
+def test_contenders_are_timed_in_alternating_blocks_over_the_same_steps() -> None:
     # given two contenders that record which step they ran
     calls: list[tuple[str, int]] = []
     contenders = {"a": lambda step: calls.append(("a", step)), "b": lambda step: calls.append(("b", step))}
 
-    # when
-    timings = time_side_by_side(contenders, iterations=4, warmup=1)
+    # when: 4 steps in 2 rounds, with 2 warm-up calls in the first block and 2 settling calls in later ones
+    timings = time_side_by_side(contenders, iterations=4, warmup=2, rounds=2)
 
-    # then warm-up runs both once, and every timed step runs a then b with the same step number
-    assert calls == [("a", 0), ("b", 0)] + [(name, step) for step in range(4) for name in ("a", "b")]
+    # then each block runs one contender alone, and both see steps 0..3 exactly once when timed
+    assert calls == [
+        ("a", 0), ("a", 1), ("a", 0), ("a", 1),
+        ("b", 0), ("b", 1), ("b", 0), ("b", 1),
+        ("a", 0), ("a", 1), ("a", 2), ("a", 3),
+        ("b", 0), ("b", 1), ("b", 2), ("b", 3),
+    ]  # fmt: skip
     assert {name: t.iterations for name, t in timings.items()} == {"a": 4, "b": 4}
 
 
