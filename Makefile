@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup models demo serve test lint synth bench bench-gpu clean
+.PHONY: help setup models models-sagemaker demo serve test lint synth bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,14 +29,17 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed ## create .venv and install Python and npm dependencies
 
-models: $(VENV)/.installed ## train and package every catalog model in local mode (reuses finished packages)
-	$(PY) -m training.submit --all --profile demo
+models: $(VENV)/.installed ## train and package every catalog model in local mode (reuses finished packages; FORCE=1 retrains)
+	$(PY) -m training.submit --all --profile demo $(if $(FORCE),--force,)
+
+models-sagemaker: $(VENV)/.installed ## full-profile training jobs on SageMaker GPUs (needs SAGEMAKER_ROLE_ARN, MODELS_BUCKET)
+	$(PY) -m training.submit --all --profile full --mode sagemaker
 
 demo: models ## train → export → serve → answer real requests and a batch file (ONCE=1 exits after the demo traffic)
-	$(PY) -m local demo $(if $(ONCE),--once,)
+	$(PY) -m local demo --no-build $(if $(ONCE),--once,)
 
 serve: models ## serve every model on this machine: HTTP API on :3000, S3/SQS (moto) on :5000
-	$(PY) -m local serve
+	$(PY) -m local serve --no-build
 
 test: setup ## run the whole test suite
 	$(PY) -m pytest
