@@ -481,6 +481,7 @@ def _staging_dir(out_dir: Path) -> Iterator[Path]:
     root = out_dir if in_place else out_dir.parent
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{STAGING_PREFIX}", dir=root))
+    staging.chmod(0o755)  # mkdtemp's 0700 would make the published package unreadable to other users (Lambda's)
     try:
         yield staging
     except BaseException:
