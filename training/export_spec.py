@@ -15,7 +15,8 @@ Feeds = dict[str, np.ndarray]
 class ExportSpec:
     """Declared once per task (like an Optimum export config), consumed by `training.export.build_package`."""
 
-    module: torch.nn.Module  # eval-mode wrapper: forward(*inputs in input_names order) -> tensor or tuple in output_names order
+    # eval-mode wrapper: forward(*inputs in input_names order) -> tensor or tuple in output_names order
+    module: torch.nn.Module
     input_names: list[str]
     output_names: list[str]
     dynamic_axes: dict[str, dict[int, str]]

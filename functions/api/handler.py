@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -135,7 +136,9 @@ def _readiness(model: ServedModel) -> Response[dict[str, Any]]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
-_INFER_RESPONSES = {200: {"description": "Inference result", "content": {"application/json": {"model": InferResponse}}}}
+_INFER_RESPONSES: dict[int, OpenAPIResponse] = {
+    200: {"description": "Inference result", "content": {"application/json": {"model": InferResponse}}}
+}
 
 
 @app.post("/v2/models/<name>/infer", responses=_INFER_RESPONSES)
@@ -156,7 +159,7 @@ def _infer(model: ServedModel, request: InferRequest) -> Response[str]:
     return json_response(v2_response(model, inference, outputs, request.id))
 
 
-_PREDICT_RESPONSES = {
+_PREDICT_RESPONSES: dict[int, OpenAPIResponse] = {
     200: {"description": "Predictions", "content": {"application/json": {"model": PredictResponse}}},
 }
 
@@ -268,7 +271,7 @@ def backend_failed(error: BackendError) -> Response:
 
 @app.exception_handler(ServiceError)
 def service_error(error: ServiceError) -> Response:
-    return error_response(HTTPStatus(error.status_code), error.msg)
+    return error_response(HTTPStatus(error.status_code), str(error.msg))
 
 
 @app.exception_handler(Exception)

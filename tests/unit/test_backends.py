@@ -67,8 +67,10 @@ def test_sagemaker_backend_sends_v2_graph_tensors() -> None:
         ],
         "outputs": [{"name": "logits"}],
     }
-    answer = {"model_name": "sentiment", "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, 3],
-                                                      "data": [0.1, 0.2, 0.7]}]}
+    answer = {
+        "model_name": "sentiment",
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, 3], "data": [0.1, 0.2, 0.7]}],
+    }
     backend = SageMakerBackend(client, "sentiment-endpoint", ["logits"])
     with Stubber(client) as stub:
         stub.add_response(
@@ -113,8 +115,9 @@ def test_sagemaker_backend_agrees_with_onnx(
     via_endpoint = remote.predict({"text": texts})["embedding"]
     # then pre/post-processing ran in the function and only graph tensors crossed the wire
     assert remote.backend.name == "sagemaker"
-    np.testing.assert_allclose(via_endpoint, served_models["embeddings"].predict({"text": texts})["embedding"],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        via_endpoint, served_models["embeddings"].predict({"text": texts})["embedding"], atol=1e-5
+    )
     sent = json.loads(stand_in.requests[-1]["Body"])
     assert [tensor["name"] for tensor in sent["inputs"]] == ["input_ids", "attention_mask"]
     assert {tensor["datatype"] for tensor in sent["inputs"]} == {"INT64"}
