@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from functions.runtime.errors import InputError
 from functions.runtime.package import TensorSpec, load_package
 from functions.runtime.protocol import InferRequest, decode_input, encode_output
 from functions.runtime.session import create_session
-from local.config import ACCOUNT_ID, HOST, REGION
+from local.config import ACCOUNT_ID, REGION
+from local.loopback import LoopbackServer
 
 INVOCATIONS_PATH = re.compile(r"^/endpoints/(?P<endpoint>[A-Za-z0-9-]{1,63})/invocations$")
 MAX_PAYLOAD_BYTES = 25 * 1024 * 1024  # InvokeEndpoint's request limit
@@ -90,7 +91,7 @@ def load_endpoint_model(package_dir: Path, work_dir: Path, intra_op_threads: int
     )
 
 
-class EndpointStandIn:
+class EndpointStandIn(LoopbackServer):
     """A local HTTP server answering POST /endpoints/<name>/invocations like SageMaker runtime does."""
 
     def __init__(self, endpoints: dict[str, Path], port: int, *, intra_op_threads: int | None = None) -> None:
@@ -102,22 +103,10 @@ class EndpointStandIn:
         }
         self.invocations: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer((HOST, port), _make_request_handler(self))
-        self.server.daemon_threads = True
-        self.port: int = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="local-sagemaker", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> None:
-        self._thread.start()
+        super().__init__(_make_request_handler(self), port, name="local-sagemaker")
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=10)
+        super().stop()
         self._work.cleanup()
 
     def invoke(self, endpoint: str, body: bytes, content_type: str) -> tuple[int, dict[str, str], bytes]:

@@ -6,15 +6,15 @@ import base64
 import json
 import logging
 import os
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from local.config import ACCOUNT_ID, HOST
 from local.lambda_context import LocalFunction
+from local.loopback import LoopbackServer
 
 LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024  # synchronous invocation request and response limit
 API_ID = "local"
@@ -118,28 +118,13 @@ def _error(status: int, message: str, error: str) -> tuple[int, list[tuple[str, 
     return status, [("content-type", "application/json")], json.dumps({"message": message, "error": error}).encode()
 
 
-class ApiFront:
+class ApiFront(LoopbackServer):
     """A threading HTTP server on 127.0.0.1 standing in for the HTTP API in front of the API function."""
 
     def __init__(self, function: LocalFunction, port: int, *, max_body_bytes: int = LAMBDA_PAYLOAD_LIMIT_BYTES) -> None:
         self.function = function
         self.max_body_bytes = max_body_bytes
-        self.server = ThreadingHTTPServer((HOST, port), _make_request_handler(self))
-        self.server.daemon_threads = True
-        self.port: int = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="local-api-front", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=10)
+        super().__init__(_make_request_handler(self), port, name="local-api-front")
 
     def handle(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
