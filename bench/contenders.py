@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from catalog import load_catalog
+
 CHECKPOINT_FILE = "checkpoint.pt"  # training.train.CHECKPOINT_FILE, in <job work dir>/checkpoints/
 
 
@@ -88,6 +90,7 @@ def serving_environment(models_dir: Path, threads: int) -> Iterator[None]:
     """The function's environment as the stack sets it, for the duration of the handler's import."""
     wanted = {
         "MODELS_DIR": str(models_dir),
+        "MAX_INSTANCES": json.dumps({entry.name: entry.max_instances for entry in load_catalog().models.values()}),
         "ORT_THREADS": str(threads),
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "Bench",
