@@ -60,10 +60,12 @@ def handler_breakdown(packages: PackageSet, iterations: int) -> dict[str, Any]:
 
 
 def _quantize(source: Path, target: Path, **options: Any) -> Path:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    if not target.is_file():
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, **options)
+    if not target.is_file():  # fused contrib ops hide output types from shape inference: say they are float
+        extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, extra_options=extra, **options)
     return target
 
 
