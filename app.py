@@ -9,7 +9,7 @@ from aws_cdk import App
 
 from catalog import PACKAGES_DIR, ROOT, load_catalog
 from stacks.assembly import assemble
-from stacks.config import AppConfig, JwtSettings
+from stacks.config import AppConfig, JwtSettings, read_bench_placement
 from stacks.deploy_gate import DeployGateError
 
 
@@ -35,8 +35,10 @@ def config_from(app: App) -> AppConfig:
     if bool(issuer) != bool(audience):
         raise SystemExit("context: jwtIssuer and jwtAudience go together (set both for a JWT API, neither for IAM)")
     packages = app.node.try_get_context("packagesDir")
+    placement = str(app.node.try_get_context("benchPlacement") or "").strip()
+    catalog = load_catalog()
     return AppConfig(
-        catalog=load_catalog(),
+        catalog=catalog,
         stage=str(app.node.try_get_context("stage") or "dev"),
         account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
         region=os.environ.get("CDK_DEFAULT_REGION"),
@@ -47,6 +49,7 @@ def config_from(app: App) -> AppConfig:
         reserve_concurrency=_flag(app, "reserveConcurrency", True),
         gpu_endpoints=_flag(app, "gpuEndpoints", True),
         termination_protection=_flag(app, "terminationProtection", True),
+        lambda_memory_mb=read_bench_placement(ROOT / placement, catalog) if placement else {},
     )
 
 

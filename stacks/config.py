@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,11 @@ class AppConfig:
     gpu_endpoints: bool = True
     termination_protection: bool = True
     tags: dict[str, str] = field(default_factory=dict)
+    lambda_memory_mb: dict[str, int] = field(default_factory=dict)  # `make bench` placement, when opted in
+
+    def memory_mb(self, entry: ModelEntry) -> int:
+        """The API function's memory: the bench's measured recommendation if applied, else the catalog's."""
+        return self.lambda_memory_mb.get(entry.name, entry.lambda_.memory_mb)
 
     def __post_init__(self) -> None:
         # The image build context is source_root: a package outside it could never be baked into an image.
@@ -72,3 +78,21 @@ class AppConfig:
 def pascal(name: str) -> str:
     """A model name as a construct id: `sentiment` -> `Sentiment` (ids stay stable when a model is added)."""
     return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+
+
+def read_bench_placement(path: Path, catalog: Catalog) -> dict[str, int]:
+    """Lambda memory per model from `make bench`'s placement.json, for models the catalog places on Lambda.
+
+    A model the bench would move between Lambda and the GPU endpoint is left alone: `target` stays a catalog decision.
+    """
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"bench placement {path}: {error}; run `make bench` or drop -c benchPlacement") from None
+    memory: dict[str, int] = {}
+    for name, placement in document.get("models", {}).items():
+        entry = catalog.models.get(name)
+        if entry is None or entry.target is not Target.LAMBDA or placement.get("recommended_target") != "lambda":
+            continue
+        memory[name] = int(placement["lambda_memory_mb"])
+    return memory

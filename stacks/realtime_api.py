@@ -79,7 +79,7 @@ class RealtimeApiStack(Stack):
                 config=config,
                 entry=entry,
                 handler=API_HANDLER,
-                memory_mb=entry.lambda_.memory_mb,
+                memory_mb=config.memory_mb(entry),
                 timeout=timeout,
                 environment=environment,
                 no_dead_letter_reason="invoked synchronously by API Gateway: the caller gets the error, "
