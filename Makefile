@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup models models-sagemaker demo serve test lint synth bench bench-gpu clean
+.PHONY: help setup models models-sagemaker demo serve test lint synth bench bench-quick bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,8 +53,11 @@ synth: setup models ## cdk synth into cdk.out/ (deploy gate, cdk-nag) and cfn-li
 	npx cdk synth --quiet
 	$(VENV)/bin/cfn-lint cdk.out/*.template.json
 
-bench: setup models ## side-by-side benchmark: build/bench/report.{json,md,png}
+bench: models ## side-by-side benchmark (~10 min): build/bench/report.{json,md}, latency.png, placement.json
 	$(PY) -m bench
+
+bench-quick: $(VENV)/.installed ## the bench's whole code path on tiny packages (~1 min; figures meaningless)
+	$(PY) -m bench --quick
 
 bench-gpu: $(VENV)/.installed ## ONNX Runtime CUDA/TensorRT vs PyTorch CUDA (needs a GPU machine)
 	$(PY) -m bench.gpu
