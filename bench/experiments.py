@@ -117,7 +117,7 @@ def bucketing(packages: PackageSet, rows: int, batch_size: int = 64, window: int
     texts = list(rows_cycle(rows))
     lengths = np.array([len(e.ids) for e in _unpadded(package.tokenizer_path, texts)])
 
-    def score(order: np.ndarray) -> tuple[float, float]:
+    def score(order: np.ndarray) -> tuple[float, int]:
         started, padded = time.perf_counter(), 0
         for start in range(0, len(order), batch_size):
             chunk = [texts[i] for i in order[start : start + batch_size]]
@@ -140,10 +140,10 @@ def bucketing(packages: PackageSet, rows: int, batch_size: int = 64, window: int
             runs[name].append(seconds)
     print(f"\n== length bucketing, {rows} tweets, batch {batch_size} (real tokens {int(lengths.sum()):,})")
     result: dict[str, Any] = {}
-    for name, seconds in runs.items():
-        best = min(seconds)
+    for name, passes in runs.items():
+        best = min(passes)
         result[name] = {"seconds": best, "rows_per_s": rows / best, "padded_tokens": padded[name]}
-        print(f"  {name:<40} {rows / best:8.1f} rows/s  padded tokens {padded[name]:,}  ({seconds})")
+        print(f"  {name:<40} {rows / best:8.1f} rows/s  padded tokens {padded[name]:,}  ({passes})")
     return result
 
 

@@ -48,7 +48,7 @@ def _time_throughput(run: Any, batches: list[Any], sync: Any, seconds: float) ->
     for batch in batches[:5]:
         run(batch)
     sync()
-    samples = []
+    samples: list[float] = []
     started = time.perf_counter()
     index = 0
     while len(samples) < 20 or time.perf_counter() - started < seconds:
