@@ -244,28 +244,10 @@ def mean_pooled_classifier(num_labels: int) -> Any:
 
 
 def small_cnn(num_labels: int) -> Any:
-    """The digits CNN in plain torch with training's parameter names (its checkpoint loads strictly)."""
-    import torch
-    from torch import nn
+    """The digits CNN as training builds it (its checkpoint loads strictly), from a module that imports only torch."""
+    from training.small_cnn import SmallCNN
 
-    class SmallCNN(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.features = nn.Sequential(
-                nn.Conv2d(1, 32, kernel_size=3, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(32, 64, kernel_size=3, padding=1),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-            )
-            self.classifier = nn.Sequential(
-                nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, num_labels)
-            )
-
-        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            return self.classifier(self.features(pixels))
-
-    return SmallCNN()
+    return SmallCNN(num_labels)
 
 
 @dataclass

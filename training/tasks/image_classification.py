@@ -14,36 +14,13 @@ from torch import nn
 
 from training.datasets import read_images
 from training.export_spec import ExportSpec
+from training.small_cnn import SmallCNN
 from training.tasks.base import Batch, TrainingTask
 
 IMAGE_SHAPE = (8, 8)
 PIXEL_SCALE = 16.0
 TOLERANCE = 1e-4
 Example = tuple[np.ndarray, int]
-
-
-class SmallCNN(nn.Module):
-    """forward(pixels [batch, 1, 8, 8] in 0..1) -> logits."""
-
-    def __init__(self, num_labels: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(0.25),
-            nn.Linear(64 * 4 * 4, 128),
-            nn.ReLU(),
-            nn.Linear(128, num_labels),
-        )
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(pixels))
 
 
 class ImageClassification(TrainingTask):
