@@ -46,6 +46,7 @@ from bench.report import (
 )
 from bench.timing import MIN_ITERATIONS, QUICK_ITERATIONS, Timing, time_side_by_side
 from catalog import ROOT, load_catalog
+from catalog import Target as ServingTarget  # bench.report has its own Target (a measurement goal)
 
 THREADS = 2
 WARMUP = 5  # untimed calls per contender before each side-by-side timing
@@ -480,7 +481,8 @@ def payload_sizes(run: Run) -> None:
     installed = payload.requirements_size(run.settings.out / "payload-site", offline=run.settings.offline_payload)
     catalog = load_catalog()
     for name in catalog.models:
-        package_mb = payload.package_bytes(run.packages.package(name)) / 1e6
+        on_lambda = catalog.model(name).target is ServingTarget.LAMBDA
+        package_mb = payload.package_bytes(run.packages.package(name), with_graph=on_lambda) / 1e6
         total_mb = installed.bytes / 1e6 + package_mb
         text_model = catalog.model(name).task.value != "image-classification"
         run.add(

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from catalog import ROOT
+from functions.runtime.package import graph_files, read_manifest
 
 REQUIREMENTS = ROOT / "functions" / "requirements.txt"
 STAMP = ".requirements.sha256"
@@ -104,5 +105,13 @@ def requirements_size(target: Path, *, offline: bool) -> InstalledSize:
     return metadata_size()
 
 
-def package_bytes(package_dir: Path) -> int:
-    return folder_bytes(package_dir)
+def package_bytes(package_dir: Path, *, with_graph: bool = True) -> int:
+    """What the image carries of a package: all of it, or all but the graph when the model runs on an endpoint."""
+    if with_graph:
+        return folder_bytes(package_dir)
+    left_out = graph_files(read_manifest(package_dir))
+    return sum(
+        path.stat().st_size
+        for path in package_dir.rglob("*")
+        if path.is_file() and path.relative_to(package_dir).as_posix() not in left_out
+    )

@@ -11,7 +11,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from catalog import ModelEntry
+from catalog import ModelEntry, Target
+from functions.runtime.package import graph_files, read_manifest
 from stacks.config import DOCKERFILE, IMAGE_MODELS_DIR, SERVICE_NAME, AppConfig
 from stacks.nag import XRAY_REASON, suppress
 
@@ -23,8 +24,16 @@ ALWAYS_EXCLUDED = ("**/__pycache__", "**/*.pyc", "**/.pytest_cache")
 
 
 def image_exclude(config: AppConfig, entry: ModelEntry) -> list[str]:
-    """Docker-style ignore patterns that leave only functions/ and this model's package in the build context."""
-    return ["*", "!functions", f"!{config.package_context_path(entry.name)}", *ALWAYS_EXCLUDED]
+    """Docker-style ignore patterns that leave only functions/ and this model's package in the build context.
+
+    A model served by a GPU endpoint keeps its graph and Triton repository out: its functions only pre/post-process.
+    """
+    package = config.package_context_path(entry.name)
+    endpoint_only = []
+    if entry.target is Target.SAGEMAKER:
+        manifest = read_manifest(config.package_dir(entry.name))
+        endpoint_only = sorted({f"{package}/{name.split('/')[0]}" for name in graph_files(manifest)})
+    return ["*", "!functions", f"!{package}", *endpoint_only, *ALWAYS_EXCLUDED]
 
 
 def model_image_code(config: AppConfig, entry: ModelEntry, handler: str) -> lambda_.DockerImageCode:

@@ -12,7 +12,14 @@ import numpy as np
 
 from functions.runtime.backends import InferenceBackend, OnnxBackend, SageMakerBackend
 from functions.runtime.errors import TooManyInstancesError, UnknownModelError
-from functions.runtime.package import MANIFEST_FILE, Manifest, ModelPackage, PackageError, load_package
+from functions.runtime.package import (
+    MANIFEST_FILE,
+    Manifest,
+    ModelPackage,
+    PackageError,
+    load_package,
+    read_manifest,
+)
 from functions.runtime.session import create_session
 from functions.runtime.settings import Settings
 from functions.runtime.tasks import TaskProcessor, processor_for
@@ -112,7 +119,8 @@ def load_models(settings: Settings, sagemaker_client: Any = None) -> dict[str, S
     """Every package under MODELS_DIR, verified and warmed up; a bad package stops the init (never served)."""
     models: dict[str, ServedModel] = {}
     for path in package_dirs(settings.models_dir):
-        package = load_package(path)
+        on_endpoint = read_manifest(path).name in settings.sagemaker_endpoints
+        package = load_package(path, with_graph=not on_endpoint)
         if package.name in models:
             raise PackageError(f"two packages named {package.name!r} under {settings.models_dir}")
         models[package.name] = load_model(package, settings, sagemaker_client)

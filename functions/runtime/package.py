@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from functions.runtime.errors import ServingError
 
 MANIFEST_FILE = "manifest.json"
+TRITON_DIR = "triton/"
 MANIFEST_FORMAT = "model-package/1"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -127,10 +128,19 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def load_package(path: Path | str) -> ModelPackage:
-    """Load a package only if parity passed and every file matches its recorded size and sha256."""
+def graph_files(manifest: Manifest) -> set[str]:
+    """The files only the graph's runner needs: a function whose model runs on an endpoint ships without them."""
+    return {manifest.graph.file} | {name for name in manifest.files if name.startswith(TRITON_DIR)}
+
+
+def load_package(path: Path | str, *, with_graph: bool = True) -> ModelPackage:
+    """Load a package only if parity passed and every file matches its recorded size and sha256.
+
+    `with_graph=False` (the model runs on a SageMaker endpoint) lets the graph files be absent; any present is checked.
+    """
     path = Path(path)
     manifest = read_manifest(path)
+    optional = set() if with_graph else graph_files(manifest)
     if manifest.parity.passed is not True:
         raise PackageError(f"{path}: parity did not pass for {manifest.name} {manifest.version}; refusing to serve it")
     required = {manifest.graph.file} | ({TOKENIZER_FILE} if manifest.task in TEXT_TASKS else set())
@@ -141,6 +151,8 @@ def load_package(path: Path | str) -> ModelPackage:
         file_path = (path / relative).resolve()
         if not file_path.is_relative_to(path.resolve()):
             raise PackageError(f"{path}: file {relative!r} points outside the package")
+        if not file_path.is_file() and relative in optional:
+            continue
         if not file_path.is_file():
             raise PackageError(f"{path}: {relative} is listed in the manifest but missing")
         if record.size_bytes is not None and file_path.stat().st_size != record.size_bytes:

@@ -57,6 +57,9 @@ def test_each_staged_build_context_holds_the_runtime_and_one_package(synthesized
     for name, context in staged.items():
         assert {path.name for path in context.iterdir()} <= {"functions", "build", ".dockerignore"}
         assert [path.name for path in (context / "build" / "models").iterdir()] == [name]
+        if synthesized.config.catalog.model(name).target is Target.SAGEMAKER:  # the endpoint runs the graph
+            assert not (context / "build" / "models" / name / "model.onnx").exists()
+            assert not (context / "build" / "models" / name / "triton").exists()
         assert (context / "functions" / "Dockerfile").is_file()
         assert (context / "functions" / "api" / "handler.py").is_file()
         assert not list(context.rglob("__pycache__"))
@@ -116,8 +119,9 @@ def test_handlers_import_from_the_runtime_payload_with_one_package(
     task_root = tmp_path / "task"
     shutil.copytree(ROOT / "functions", task_root / "functions", ignore=shutil.ignore_patterns("__pycache__"))
     models_dir = task_root / "models"
-    shutil.copytree(packages[model], models_dir / model)
     entry = load_catalog().model(model)
+    graph_only = shutil.ignore_patterns("model.onnx", "triton") if entry.target is Target.SAGEMAKER else None
+    shutil.copytree(packages[model], models_dir / model, ignore=graph_only)
     env = {
         "PATH": os.environ.get("PATH", ""),
         "MODELS_DIR": str(models_dir),

@@ -86,3 +86,17 @@ def test_invalid_manifest_names_the_field(package: Path) -> None:
 def test_no_manifest(tmp_path: Path) -> None:
     with pytest.raises(PackageError, match=r"no manifest\.json"):
         load_package(tmp_path)
+
+
+def test_an_endpoint_front_loads_without_the_graph_but_still_checks_what_it_has(package: Path) -> None:
+    # given the package as a GPU-placed model's function image holds it: no graph
+    (package / "model.onnx").unlink()
+
+    # then a full load refuses it, a load for the SageMaker backend accepts it
+    with pytest.raises(PackageError, match="missing"):
+        load_package(package)
+    assert load_package(package, with_graph=False).manifest.name == "sentiment"
+    # and the files it does carry are still verified
+    (package / "tokenizer.json").write_text("{}")
+    with pytest.raises(PackageError, match=r"tokenizer\.json"):
+        load_package(package, with_graph=False)
