@@ -10,17 +10,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from functions.runtime.errors import describe_validation_error
+from functions.runtime.task_registry import TASKS, Task
+
 ROOT = Path(__file__).resolve().parent
 CATALOG_PATH = ROOT / "models.toml"
 PACKAGES_DIR = ROOT / "build" / "models"
 
 Hyperparameter = int | float | str | bool
-
-
-class Task(StrEnum):
-    TEXT_CLASSIFICATION = "text-classification"
-    SENTENCE_EMBEDDING = "sentence-embedding"
-    IMAGE_CLASSIFICATION = "image-classification"
 
 
 class Target(StrEnum):
@@ -100,7 +97,7 @@ class ModelEntry(_Strict):
 
     @model_validator(mode="after")
     def _labels_match_task(self) -> ModelEntry:
-        classifies = self.task in (Task.TEXT_CLASSIFICATION, Task.IMAGE_CLASSIFICATION)
+        classifies = TASKS[self.task].classifies
         if classifies and len(self.labels) < 2:
             raise ValueError(f"a {self.task} model needs at least two labels")
         if not classifies and self.labels:
@@ -148,20 +145,13 @@ def parse_catalog(document: dict) -> Catalog:
         try:
             ModelEntry.model_validate({**entry, "name": name})
         except ValidationError as error:
-            raise CatalogError(f"model {name!r}: {_describe(error)}") from None
+            raise CatalogError(f"model {name!r}: {describe_validation_error(error)}") from None
     try:
         return Catalog.model_validate(
             {**document, "models": {name: {**entry, "name": name} for name, entry in models.items()}}
         )
     except ValidationError as error:
-        raise CatalogError(f"catalog: {_describe(error)}") from None
-
-
-def _describe(error: ValidationError) -> str:
-    return "; ".join(
-        f"field {'.'.join(str(part) for part in problem['loc']) or '(entry)'}: {problem['msg']}"
-        for problem in error.errors()
-    )
+        raise CatalogError(f"catalog: {describe_validation_error(error)}") from None
 
 
 @cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class ServingError(Exception):
     """Base of every error the runtime raises on purpose; the message is safe to show a caller."""
@@ -21,3 +23,11 @@ class TooManyInstancesError(InputError):
 
 class BackendError(ServingError):
     """The inference backend (ONNX Runtime or a SageMaker endpoint) failed: a server-side error."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Pydantic's problems as one line a person can act on: which field, what is wrong (no Python internals)."""
+    return "; ".join(
+        f"field {'.'.join(str(part) for part in problem['loc']) or '(root)'}: {problem['msg']}"
+        for problem in error.errors()
+    )

@@ -1,4 +1,7 @@
-"""Model packages: the manifest as a typed model, and a loader that refuses anything not verified."""
+"""The model package format (model-package/1), owned here: file names, hashing, the typed manifest, writer and loader.
+
+Training writes packages and serving loads them through this one torch-free module; serving never imports training.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +13,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from functions.runtime.errors import ServingError
+from functions.runtime.errors import ServingError, describe_validation_error
+from functions.runtime.task_registry import TASKS, Task
 
 MANIFEST_FILE = "manifest.json"
+GRAPH_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
 TRITON_DIR = "triton/"
 MANIFEST_FORMAT = "model-package/1"
-TOKENIZER_FILE = "tokenizer.json"
 
-TaskName = Literal["text-classification", "sentence-embedding", "image-classification"]
-TEXT_TASKS: frozenset[str] = frozenset({"text-classification", "sentence-embedding"})
 Datatype = Literal["BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]
 
 
@@ -38,7 +41,7 @@ class TensorSpec(_Manifest):
 
 
 class GraphSpec(_Manifest):
-    file: str = "model.onnx"
+    file: str = GRAPH_FILE
     opset: int | None = None
     precision: str | None = None
     inputs: list[TensorSpec] = Field(min_length=1)
@@ -55,6 +58,8 @@ class ParityRecord(_Manifest):
     passed: bool
     tolerance: float | None = None
     max_abs_diff: float | None = None
+    argmax_agreement: float | None = None
+    cases: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class FileRecord(_Manifest):
@@ -65,10 +70,10 @@ class FileRecord(_Manifest):
 class Manifest(_Manifest):
     """manifest.json, format model-package/1 (see the team design note)."""
 
-    format: Literal["model-package/1"]
+    format: Literal["model-package/1"] = MANIFEST_FORMAT
     name: str
     version: str
-    task: TaskName
+    task: Task
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
     labels: list[str] = Field(default_factory=list)
@@ -107,6 +112,28 @@ class ModelPackage:
         return self.path / TOKENIZER_FILE
 
 
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def file_records(package_dir: Path) -> dict[str, FileRecord]:
+    """sha256 and size of every file in the package except the manifest that lists them."""
+    return {
+        path.relative_to(package_dir).as_posix(): FileRecord(sha256=sha256_of(path), size_bytes=path.stat().st_size)
+        for path in sorted(package_dir.rglob("*"))
+        if path.is_file() and path.relative_to(package_dir).as_posix() != MANIFEST_FILE
+    }
+
+
+def write_package(package_dir: Path, manifest: Manifest) -> Manifest:
+    """Record every file's checksum in the manifest and write it last: a folder without a manifest is no package."""
+    complete = manifest.model_copy(update={"files": file_records(package_dir)})
+    text = complete.model_dump_json(indent=2, exclude_none=True)
+    (package_dir / MANIFEST_FILE).write_text(text + "\n", encoding="utf-8")
+    return complete
+
+
 def read_manifest(path: Path) -> Manifest:
     """Parse manifest.json without verifying files (metadata only; serving always goes through load_package)."""
     manifest_path = Path(path) / MANIFEST_FILE
@@ -119,13 +146,7 @@ def read_manifest(path: Path) -> Manifest:
     try:
         return Manifest.model_validate(document)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in error.errors())
-        raise PackageError(f"{manifest_path}: invalid manifest: {problems}") from None
-
-
-def sha256_of(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        raise PackageError(f"{manifest_path}: invalid manifest: {describe_validation_error(error)}") from None
 
 
 def graph_files(manifest: Manifest) -> set[str]:
@@ -143,7 +164,8 @@ def load_package(path: Path | str, *, with_graph: bool = True) -> ModelPackage:
     optional = set() if with_graph else graph_files(manifest)
     if manifest.parity.passed is not True:
         raise PackageError(f"{path}: parity did not pass for {manifest.name} {manifest.version}; refusing to serve it")
-    required = {manifest.graph.file} | ({TOKENIZER_FILE} if manifest.task in TEXT_TASKS else set())
+    traits = TASKS[manifest.task]
+    required = {manifest.graph.file} | ({TOKENIZER_FILE} if traits.text else set())
     unlisted = sorted(required - set(manifest.files))
     if unlisted:
         raise PackageError(f"{path}: manifest lists no checksum for {', '.join(unlisted)}")
@@ -162,10 +184,8 @@ def load_package(path: Path | str, *, with_graph: bool = True) -> ModelPackage:
         actual = sha256_of(file_path)
         if actual != record.sha256:
             raise PackageError(f"{path}: sha256 mismatch for {relative} (manifest {record.sha256}, file {actual})")
-    if manifest.task in ("text-classification", "sentence-embedding") and not manifest.preprocessing.max_length:
+    if traits.text and not manifest.preprocessing.max_length:
         raise PackageError(f"{path}: a text model needs preprocessing.max_length")
-    if manifest.task == "image-classification" and not (
-        manifest.preprocessing.image_shape and manifest.preprocessing.pixel_scale
-    ):
+    if not traits.text and not (manifest.preprocessing.image_shape and manifest.preprocessing.pixel_scale):
         raise PackageError(f"{path}: an image model needs preprocessing.image_shape and pixel_scale")
     return ModelPackage(path=path, manifest=manifest)

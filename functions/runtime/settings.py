@@ -10,6 +10,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from functions.runtime.errors import describe_validation_error
+
 MODELS_DIR = "MODELS_DIR"
 SAGEMAKER_ENDPOINTS = "SAGEMAKER_ENDPOINTS"
 MAX_INSTANCES = "MAX_INSTANCES"
@@ -88,5 +90,4 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise SettingsError(f"invalid serving environment: {problems}") from None
+            raise SettingsError(f"invalid serving environment: {describe_validation_error(error)}") from None

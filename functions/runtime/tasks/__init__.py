@@ -1,30 +1,19 @@
-"""Per-task pre- and post-processing: one module per task family, picked by the manifest's `task`."""
+"""Per-task pre- and post-processing, picked by the manifest's `task` through the task registry."""
 
 from __future__ import annotations
 
-from functions.runtime.package import ModelPackage
-from functions.runtime.tasks.base import Prepared, TaskProcessor
-from functions.runtime.tasks.image import ImageClassification
-from functions.runtime.tasks.text import SentenceEmbedding, TextClassification
+import importlib
 
-PROCESSORS: dict[str, type[TaskProcessor]] = {
-    "text-classification": TextClassification,
-    "sentence-embedding": SentenceEmbedding,
-    "image-classification": ImageClassification,
-}
+from functions.runtime.package import ModelPackage
+from functions.runtime.task_registry import TASKS
+from functions.runtime.tasks.base import Prepared, TaskProcessor
 
 
 def processor_for(package: ModelPackage) -> TaskProcessor:
-    """The processor for a package's task (the manifest model already rejects unknown tasks)."""
-    return PROCESSORS[package.manifest.task](package)
+    """The processor the registry names for a package's task (the manifest model already rejects unknown tasks)."""
+    module_name, _, class_name = TASKS[package.manifest.task].processor.partition(":")
+    processor_class: type[TaskProcessor] = getattr(importlib.import_module(module_name), class_name)
+    return processor_class(package)
 
 
-__all__ = [
-    "PROCESSORS",
-    "ImageClassification",
-    "Prepared",
-    "SentenceEmbedding",
-    "TaskProcessor",
-    "TextClassification",
-    "processor_for",
-]
+__all__ = ["Prepared", "TaskProcessor", "processor_for"]
