@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -104,20 +105,23 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     demo.add_argument("--once", action="store_true", help="exit after the demo traffic (also DEMO_ONCE=1)")
     for command in (commands.choices["serve"], demo):
         command.add_argument("--no-build", action="store_true", help="fail instead of training missing packages")
+        command.add_argument(
+            "-v", "--verbose", action="store_true", help="debug logs: the functions' JSON logs and EMF metrics"
+        )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    level = logging.DEBUG if arguments.verbose or os.environ.get("LOG_LEVEL") == "DEBUG" else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)  # "found credentials/endpoint" lines on every client
     packages = find_packages(build_missing=not arguments.no_build)
-    # A terminal, not CloudWatch: EMF metric lines are noise here (POWERTOOLS_METRICS_DISABLED=false brings them back),
-    # and the demo shows answers, not the functions' JSON logs.
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    if arguments.command == "demo":
-        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     config = LocalConfig.from_env()
+    if arguments.verbose:
+        config = replace(config, log_level="DEBUG")
+    elif config.log_level is None and arguments.command == "demo":
+        config = replace(config, log_level="WARNING")  # the demo shows answers, not the functions' JSON logs
     stop = threading.Event()
     with LocalStack(config, packages) as stack:
         assert stack.info is not None

@@ -14,6 +14,7 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from catalog import Platform
+from functions.runtime.package import read_manifest
 from local.config import HOST, REGION
 
 # Short timeouts: everything is on this machine, so a slow answer means something is wrong, not busy.
@@ -48,9 +49,16 @@ def reset_moto(endpoint_url: str) -> None:
         response.read()
 
 
-def client(service: str, endpoint_url: str) -> Any:
-    """A real boto3 client pointed at the local endpoint."""
-    return boto3.client(service, endpoint_url=endpoint_url, region_name=REGION, config=CLIENT_CONFIG)
+def client(service: str, endpoint_url: str, access_key: str = "testing", secret_key: str = "testing") -> Any:
+    """A real boto3 client pointed at the local endpoint, with its own credentials (never the process's chain)."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=CLIENT_CONFIG,
+    )
 
 
 def provision(
@@ -94,7 +102,7 @@ def upload_packages(endpoint_url: str, bucket: str, packages: dict[str, Path], p
     s3 = client("s3", endpoint_url)
     prefixes: dict[str, str] = {}
     for name, folder in packages.items():
-        version = json.loads((folder / "manifest.json").read_text())["version"]
+        version = read_manifest(folder).version
         prefix = f"{platform.models_prefix}{name}/{version}/"
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             s3.upload_file(str(path), bucket, prefix + path.relative_to(folder).as_posix())

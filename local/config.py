@@ -18,6 +18,7 @@ LOCAL_SAGEMAKER_PORT = "LOCAL_SAGEMAKER_PORT"
 LOCAL_BUCKET = "LOCAL_BUCKET"
 LOCAL_VISIBILITY_TIMEOUT = "LOCAL_VISIBILITY_TIMEOUT"
 LOCAL_POLL_WAIT = "LOCAL_POLL_WAIT"
+LOG_LEVEL = "LOG_LEVEL"
 LOCAL_PACKAGES_DIR = "LOCAL_PACKAGES_DIR"  # serve packages from elsewhere than build/models (never trains there)
 
 
@@ -37,6 +38,7 @@ class LocalConfig:
     dead_letter_queue_name: str = "model-serving-batch-dlq"
     visibility_timeout_s: int | None = None  # None: the platform's (6x the batch function timeout), as in the cloud
     poll_wait_s: int = 2  # long-poll wait; shorter than Lambda's 20 s so that Ctrl-C is prompt
+    log_level: str | None = None  # the functions' log level (LOG_LEVEL); None: Powertools' default
 
     def queue_visibility_timeout_s(self, platform: Platform) -> int:
         """The platform's timeout unless a test or a curious user shortened it."""
@@ -52,6 +54,7 @@ class LocalConfig:
             bucket=env.get(LOCAL_BUCKET) or cls.bucket,
             visibility_timeout_s=_int(env, LOCAL_VISIBILITY_TIMEOUT, None),
             poll_wait_s=min(20, _int(env, LOCAL_POLL_WAIT, cls.poll_wait_s) or 0),  # SQS allows 0..20 s
+            log_level=env.get(LOG_LEVEL) or None,
         )
 
 

@@ -24,8 +24,8 @@ from pydantic import ValidationError
 
 from functions.runtime.errors import InputError
 from functions.runtime.package import TensorSpec, load_package
-from functions.runtime.protocol import InferRequest, decode_input, encode_output
 from functions.runtime.session import create_session
+from functions.runtime.tensors import InferRequest, decode_inputs, encode_response, requested_outputs
 from local.config import ACCOUNT_ID, REGION
 from local.loopback import LoopbackServer
 
@@ -51,21 +51,10 @@ class EndpointModel:
             request = InferRequest.model_validate_json(body)
         except ValidationError as error:
             raise InputError(f"malformed v2 request: {error.errors()[0]['msg']}") from None
-        specs = {spec.name: spec for spec in self.inputs}
-        given = {tensor.name: tensor for tensor in request.inputs}
-        if set(given) != set(specs):
-            raise InputError(f"inputs {sorted(given)} do not match the model's {sorted(specs)}")
-        feeds = {name: decode_input(tensor, specs[name]) for name, tensor in given.items()}
-        wanted = [output.name for output in request.outputs] if request.outputs else [o.name for o in self.outputs]
-        unknown = set(wanted) - {output.name for output in self.outputs}
-        if unknown:
-            raise InputError(f"unknown outputs {sorted(unknown)}")
+        feeds = decode_inputs(request, self.inputs)
+        wanted = requested_outputs(request, self.outputs)
         results = self.session.run(wanted, feeds)
-        response: dict[str, Any] = {"model_name": self.model_name, "model_version": self.version}
-        if request.id is not None:
-            response["id"] = request.id
-        response["outputs"] = [encode_output(name, array) for name, array in zip(wanted, results, strict=True)]
-        return response
+        return encode_response(self.model_name, self.version, dict(zip(wanted, results, strict=True)), request.id)
 
 
 def load_endpoint_model(package_dir: Path, work_dir: Path, intra_op_threads: int) -> EndpointModel:

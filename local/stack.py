@@ -1,35 +1,33 @@
-"""The whole local stack wired together: moto, resources, packages, SageMaker stand-in, handlers, front, poller.
+"""The whole local stack wired together: moto, resources, packages, SageMaker stand-in, functions, front, poller.
 
-Handlers read their settings from the environment at import, so the stack sets the environment first, then imports
-them; `stop()` restores both the environment and any handler modules imported earlier with other settings (tests).
+The functions are built by the same factories the Lambda entry points call, from `Settings` and clients of their
+own; the stack never touches the process environment or imported modules.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import json
 import logging
-import os
-import sys
 import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from catalog import Catalog, Target, load_catalog
+from functions.api.app import create_api
+from functions.batch.app import create_batch_handler
+from functions.runtime.models import load_models
+from functions.runtime.settings import Settings
 from local import aws
-from local.config import REGION, LocalConfig
+from local.config import LocalConfig
 from local.endpoint_standin import EndpointStandIn
 from local.http_front import ApiFront
 from local.lambda_context import LocalFunction
 from local.queue_poller import QueuePoller
 
-API_HANDLER = "functions.api.handler"
-BATCH_HANDLER = "functions.batch.handler"
 API_FUNCTION_NAME = "model-serving-api-local"
 BATCH_FUNCTION_NAME = "model-serving-batch-local"
 READY_TIMEOUT_S = 120.0
@@ -73,8 +71,6 @@ class LocalStack:
         self._moto: Any = None
         self._aws_url = ""
         self._models_dir: tempfile.TemporaryDirectory[str] | None = None
-        self._saved_env: dict[str, str | None] = {}
-        self._saved_modules: dict[str, ModuleType] = {}
 
     def __enter__(self) -> LocalStack:
         try:
@@ -92,14 +88,6 @@ class LocalStack:
         self._moto, aws_url = aws.start_moto(self.config.aws_port)
         self._aws_url = aws_url
         aws.reset_moto(aws_url)
-        self._set_env(
-            {
-                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID") or "testing",
-                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY") or "testing",
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-            }
-        )
         resources = aws.provision(
             aws_url,
             bucket=self.config.bucket,
@@ -116,32 +104,21 @@ class LocalStack:
             {endpoints[name]: self.packages[name] for name in endpoints}, self.config.sagemaker_port
         )
         self.standin.start()
-        self._set_env(
-            {
-                "MODELS_DIR": self._models_folder(),
-                "SAGEMAKER_ENDPOINTS": json.dumps(endpoints),
-                "MAX_INSTANCES": json.dumps({name: self.catalog.model(name).max_instances for name in self.packages}),
-                "BATCH_BUCKET": resources.bucket,
-                "BATCH_INPUT_PREFIX": platform.batch_input_prefix,
-                "BATCH_OUTPUT_PREFIX": platform.batch_output_prefix,
-                "BATCH_ROWS_PER_INFERENCE": str(platform.batch_rows_per_inference),
-                "AWS_ENDPOINT_URL": aws_url,
-                "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.standin.url,
-                "POWERTOOLS_SERVICE_NAME": os.environ.get("POWERTOOLS_SERVICE_NAME") or "model-serving-local",
-                "POWERTOOLS_METRICS_NAMESPACE": os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "ModelServingLocal",
-                "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
-            }
+        settings = self.function_settings(self._models_folder(), endpoints, resources.bucket)
+        models = load_models(settings, aws.client("sagemaker-runtime", self.standin.url))
+        api = create_api(settings.model_copy(update={"service_name": API_FUNCTION_NAME}), models)
+        batch = create_batch_handler(
+            settings.model_copy(update={"service_name": BATCH_FUNCTION_NAME}), models, aws.client("s3", aws_url)
         )
-        api_handler, batch_handler = self._import_handlers()
         lambda_memory = max((self.catalog.model(n).lambda_.memory_mb for n in self.packages), default=2048)
         self.api_function = LocalFunction(
-            api_handler,
+            api.lambda_handler,
             function_name=API_FUNCTION_NAME,
             memory_mb=lambda_memory,
             timeout_s=platform.api_function_timeout_s,
         )
         self.batch_function = LocalFunction(
-            batch_handler,
+            batch.lambda_handler,
             function_name=BATCH_FUNCTION_NAME,
             memory_mb=platform.batch_function_memory_mb,
             timeout_s=platform.batch_function_timeout_s,
@@ -160,6 +137,22 @@ class LocalStack:
         self.info = StackInfo(self.front.url, aws_url, self.standin.url, resources, prefixes, endpoints)
         self.wait_ready()
         return self.info
+
+    def function_settings(self, models_dir: str, endpoints: dict[str, str], bucket: str) -> Settings:
+        """What the stacks give each function, with this machine's package folder, bucket and stand-in endpoints."""
+        platform = self.catalog.platform
+        return Settings(
+            models_dir=Path(models_dir),
+            sagemaker_endpoints=endpoints,
+            max_instances={name: self.catalog.model(name).max_instances for name in self.packages},
+            batch_bucket=bucket,
+            batch_input_prefix=platform.batch_input_prefix,
+            batch_output_prefix=platform.batch_output_prefix,
+            batch_rows_per_inference=platform.batch_rows_per_inference,
+            metrics_namespace="ModelServingLocal",
+            metrics_enabled=False,  # a terminal, not CloudWatch: EMF documents go to the debug log
+            log_level=self.config.log_level,
+        )
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Block until the API answers /v2/health/ready with 200, or raise after `timeout_s`."""
@@ -195,8 +188,6 @@ class LocalStack:
         if self._models_dir is not None:
             self._models_dir.cleanup()
             self._models_dir = None
-        self._restore_modules()
-        self._restore_env()
 
     def _models_folder(self) -> str:
         """MODELS_DIR holds one package folder per model: symlinks, so packages may live anywhere (tests)."""
@@ -204,32 +195,3 @@ class LocalStack:
         for name, path in self.packages.items():
             (Path(self._models_dir.name) / name).symlink_to(path.resolve(), target_is_directory=True)
         return self._models_dir.name
-
-    def _import_handlers(self) -> tuple[Any, Any]:
-        """Import the handlers under this stack's environment, setting aside copies imported under another one."""
-        for name in [n for n in sys.modules if n.startswith("functions.")]:
-            self._saved_modules[name] = sys.modules.pop(name)
-        api = importlib.import_module(API_HANDLER)
-        batch = importlib.import_module(BATCH_HANDLER)
-        return api.lambda_handler, batch.lambda_handler
-
-    def _restore_modules(self) -> None:
-        if not self._saved_modules and API_HANDLER not in sys.modules:
-            return
-        for name in [n for n in sys.modules if n.startswith("functions.")]:
-            del sys.modules[name]
-        sys.modules.update(self._saved_modules)
-        self._saved_modules = {}
-
-    def _set_env(self, values: dict[str, str]) -> None:
-        for name, value in values.items():
-            self._saved_env.setdefault(name, os.environ.get(name))
-            os.environ[name] = value
-
-    def _restore_env(self) -> None:
-        for name, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        self._saved_env = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -97,15 +96,14 @@ class BatchStack(Stack):
             s3.EventType.OBJECT_CREATED, s3n.SqsDestination(queue), s3.NotificationKeyFilter(prefix=input_prefix)
         )
 
-        environment = {
-            "BATCH_BUCKET": bucket.bucket_name,
-            "BATCH_INPUT_PREFIX": platform.batch_input_prefix,
-            "BATCH_OUTPUT_PREFIX": platform.batch_output_prefix,
-            "BATCH_ROWS_PER_INFERENCE": str(platform.batch_rows_per_inference),
-            "MAX_INSTANCES": json.dumps({name: entry.max_instances}),
-        }
-        if endpoint is not None:
-            environment["SAGEMAKER_ENDPOINTS"] = json.dumps({name: endpoint.endpoint_name})
+        settings = config.function_settings(
+            entry,
+            endpoint.endpoint_name if endpoint is not None else None,
+            batch_bucket=bucket.bucket_name,
+            batch_input_prefix=platform.batch_input_prefix,
+            batch_output_prefix=platform.batch_output_prefix,
+            batch_rows_per_inference=platform.batch_rows_per_inference,
+        )
         function = ModelFunction(
             scope,
             "Scorer",
@@ -114,7 +112,7 @@ class BatchStack(Stack):
             handler=BATCH_HANDLER,
             memory_mb=platform.batch_function_memory_mb,
             timeout=Duration.seconds(platform.batch_function_timeout_s),
-            environment=environment,
+            settings=settings,
             no_dead_letter_reason="fed by an SQS event source, never invoked asynchronously: "
             "failed messages go to the queue's own dead-letter queue",
         )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from catalog import PACKAGES_DIR, ROOT, Catalog, ModelEntry, Target
+from functions.runtime.settings import Settings
 
 DOCKERFILE = "functions/Dockerfile"
 IMAGE_MODELS_DIR = "/var/task/models"
@@ -53,6 +55,18 @@ class AppConfig:
     @property
     def metrics_namespace(self) -> str:
         return f"ModelServing/{self.stage}"
+
+    def function_settings(self, entry: ModelEntry, endpoint_name: str | None = None, **batch: Any) -> Settings:
+        """What one model's function reads from its environment (`to_environment` writes it): the catalog's limits,
+        the image's package folder, the GPU endpoint when the model runs there, and the batch wiring for a scorer."""
+        return Settings(
+            models_dir=Path(IMAGE_MODELS_DIR),
+            sagemaker_endpoints={entry.name: endpoint_name} if endpoint_name else {},
+            max_instances={entry.name: entry.max_instances},
+            service_name=SERVICE_NAME,
+            metrics_namespace=self.metrics_namespace,
+            **batch,
+        )
 
     def package_dir(self, name: str) -> Path:
         return self.packages_dir / name

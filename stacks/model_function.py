@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from aws_cdk import Duration, IgnoreMode, RemovalPolicy
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
@@ -13,7 +11,8 @@ from constructs import Construct
 
 from catalog import ModelEntry, Target
 from functions.runtime.package import graph_files, read_manifest
-from stacks.config import DOCKERFILE, IMAGE_MODELS_DIR, SERVICE_NAME, AppConfig
+from functions.runtime.settings import Settings
+from stacks.config import DOCKERFILE, AppConfig
 from stacks.nag import XRAY_REASON, suppress
 
 ARCHITECTURES = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}
@@ -62,7 +61,7 @@ class ModelFunction(Construct):
         handler: str,
         memory_mb: int,
         timeout: Duration,
-        environment: Mapping[str, str],
+        settings: Settings,
         no_dead_letter_reason: str,
         reserved_concurrency: int | None = None,
     ) -> None:
@@ -94,12 +93,7 @@ class ModelFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             reserved_concurrent_executions=reserved_concurrency,
             description=f"{entry.name} ({entry.task}) via {handler}",
-            environment={
-                "MODELS_DIR": IMAGE_MODELS_DIR,
-                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-                "POWERTOOLS_METRICS_NAMESPACE": config.metrics_namespace,
-                **environment,
-            },
+            environment=settings.to_environment(),
         )
 
         suppress(self.role, "AwsSolutions-IAM5", XRAY_REASON, applies_to=["Resource::*"])

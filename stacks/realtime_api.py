@@ -69,10 +69,7 @@ class RealtimeApiStack(Stack):
 
         self.functions: dict[str, ModelFunction] = {}
         for entry in config.served_models:
-            environment = {"MAX_INSTANCES": json.dumps({entry.name: entry.max_instances})}
             endpoint = endpoints.get(entry.name)
-            if endpoint is not None:
-                environment["SAGEMAKER_ENDPOINTS"] = json.dumps({entry.name: endpoint.endpoint_name})
             function = ModelFunction(
                 self,
                 f"{pascal(entry.name)}Api",
@@ -81,7 +78,7 @@ class RealtimeApiStack(Stack):
                 handler=API_HANDLER,
                 memory_mb=config.memory_mb(entry),
                 timeout=timeout,
-                environment=environment,
+                settings=config.function_settings(entry, endpoint.endpoint_name if endpoint else None),
                 no_dead_letter_reason="invoked synchronously by API Gateway: the caller gets the error, "
                 "there is no asynchronous event to keep",
                 reserved_concurrency=entry.max_instances if config.reserve_concurrency else None,

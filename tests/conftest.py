@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from catalog import load_catalog
+from local.lambda_context import LambdaContext
 
 EVENTS_DIR = Path(__file__).parent / "events"
 
@@ -43,21 +43,10 @@ def load_event() -> Callable[[str], dict]:
     return load
 
 
-@dataclass
-class LambdaContext:
-    function_name: str = "model-serving-test"
-    memory_limit_in_mb: int = 2048
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:model-serving-test"
-    aws_request_id: str = "52fdfc07-2182-154f-163f-5f0f9a621d72"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 25_000
-
-
 @pytest.fixture
 def lambda_context() -> LambdaContext:
-    return LambdaContext()
+    """The context the local stack hands its functions (the same class), for a 25 s API-sized function."""
+    return LambdaContext(function_name="model-serving-test", memory_limit_in_mb=2048, timeout_s=25)
 
 
 @pytest.fixture(scope="session")

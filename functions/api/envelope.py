@@ -1,8 +1,11 @@
-"""Checks on the HTTP envelope (size, content type) that must answer before the body is even looked at."""
+"""Checks on the HTTP envelope (size, content type, instance count) that answer before the body is decoded."""
 
 from __future__ import annotations
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+
+from functions.runtime.errors import TooManyInstancesError
+from functions.runtime.models import ServedModel
 
 
 class EnvelopeError(Exception):
@@ -52,3 +55,11 @@ def check_envelope(event: APIGatewayProxyEventV2, max_body_bytes: int) -> None:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type and media_type not in JSON_CONTENT_TYPES:
         raise UnsupportedMediaTypeError(f"content type {media_type!r} is not supported; send application/json")
+
+
+def check_instance_count(model: ServedModel, count: int, max_instances: int) -> None:
+    """The HTTP API's per-request limit, checked before anything is decoded; batch files chunk by their own setting."""
+    if count > max_instances:
+        raise TooManyInstancesError(
+            f"{count} instances in one request; model {model.name} accepts at most {max_instances}"
+        )

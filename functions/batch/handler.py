@@ -1,80 +1,13 @@
-"""S3 -> SQS -> Lambda batch inference: each SQS message carries an S3 notification for a file to score.
-
-Thin by design: Powertools parses each message (S3 notification or s3:TestEvent), the batch processor reports
-failed messages in `batchItemFailures` so only they are retried, and `score_batch_file` does the work.
-"""
+"""The batch function's Lambda entry point: settings from the environment, models and an S3 client, once a sandbox."""
 
 from __future__ import annotations
 
-import time
-from typing import Any
-from urllib.parse import unquote_plus
-
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.batch.notifications import S3NotificationMessage, S3TestEvent
-from functions.batch.scoring import BatchObject, score_batch_file
-from functions.runtime.models import ServedModel, load_models
+from functions.batch.app import create_batch_handler
+from functions.runtime.models import load_models
 from functions.runtime.settings import Settings
 
 settings = Settings.from_env()
-logger = Logger()  # service from POWERTOOLS_SERVICE_NAME
-tracer = Tracer()
-metrics = Metrics(namespace=settings.metrics_namespace)
-processor = BatchProcessor(event_type=EventType.SQS, model=S3NotificationMessage)
-s3 = boto3.client("s3")  # honours AWS_ENDPOINT_URL (the local stack)
-models: dict[str, ServedModel] = load_models(settings)
-
-
-@tracer.capture_method
-def record_handler(record: S3NotificationMessage) -> None:
-    """Score every ObjectCreated object in one message; raising marks the message failed (retried, then DLQ)."""
-    if isinstance(record.body, S3TestEvent):
-        logger.info("ignoring s3:TestEvent", extra={"bucket": record.body.Bucket})
-        return
-    for notification in record.body.Records:
-        if not notification.eventName.startswith("ObjectCreated"):
-            logger.info("ignoring %s", notification.eventName)
-            continue
-        s3_object = notification.s3.object
-        assert s3_object is not None  # the parser requires object, size and eTag for ObjectCreated
-        assert s3_object.eTag is not None
-        obj = BatchObject(
-            bucket=notification.s3.bucket.name,
-            key=unquote_plus(s3_object.key),  # notification keys are URL-encoded (spaces as '+')
-            etag=s3_object.eTag,
-            size=int(s3_object.size) if s3_object.size is not None else None,
-        )
-        logger.append_keys(input_key=obj.key, etag=obj.etag)
-        started = time.perf_counter()
-        summary = score_batch_file(
-            s3,
-            obj,
-            models,
-            input_prefix=settings.batch_input_prefix,
-            output_prefix=settings.batch_output_prefix,
-            rows_per_inference=settings.batch_rows_per_inference,
-            output_bucket=settings.batch_bucket,
-        )
-        if summary is None:
-            metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=1)
-            continue
-        metrics.add_dimension(name="model", value=summary["model"])
-        metrics.add_metric(name="RowsScored", unit=MetricUnit.Count, value=summary["scored"])
-        metrics.add_metric(name="RowsFailed", unit=MetricUnit.Count, value=summary["failed"])
-        metrics.add_metric(
-            name="FileLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1e3
-        )
-        logger.info("scored batch file", extra={k: summary[k] for k in ("model", "rows", "scored", "failed")})
-
-
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+function = create_batch_handler(settings, load_models(settings), boto3.client("s3"))
+lambda_handler = function.lambda_handler

@@ -11,7 +11,7 @@ import onnxruntime as ort
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.runtime.errors import BackendError
-from functions.runtime.protocol import V2_DATATYPES, decode_output
+from functions.runtime.tensors import decode_output, encode_request
 
 
 class InferenceBackend(Protocol):
@@ -49,26 +49,13 @@ class SageMakerBackend:
         self.endpoint_name = endpoint_name
         self.output_names = output_names
 
-    def request_body(self, feeds: Mapping[str, np.ndarray]) -> bytes:
-        inputs = [
-            {
-                "name": name,
-                "shape": list(array.shape),
-                "datatype": V2_DATATYPES[array.dtype],
-                "data": array.ravel().tolist(),
-            }
-            for name, array in feeds.items()
-        ]
-        outputs = [{"name": name} for name in self.output_names]
-        return json.dumps({"inputs": inputs, "outputs": outputs}, separators=(",", ":")).encode()
-
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             response = self.client.invoke_endpoint(
                 EndpointName=self.endpoint_name,
                 ContentType="application/json",
                 Accept="application/json",
-                Body=self.request_body(feeds),
+                Body=encode_request(feeds, self.output_names),
             )
             document = json.loads(response["Body"].read())
         except (ClientError, BotoCoreError) as error:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from functions.runtime.backends import InferenceBackend, OnnxBackend, SageMakerBackend
-from functions.runtime.errors import TooManyInstancesError, UnknownModelError
+from functions.runtime.errors import UnknownModelError
 from functions.runtime.package import (
     MANIFEST_FILE,
     Manifest,
@@ -36,16 +36,25 @@ class Inference:
     truncated: list[int] = field(default_factory=list)
 
 
-class ServedModel:
-    """decode -> preprocess -> backend -> postprocess, with the package's manifest as the contract."""
+@dataclass(frozen=True)
+class Predictions:
+    """One JSON-ready prediction per instance, in order, and which instances were truncated."""
 
-    def __init__(
-        self, package: ModelPackage, processor: TaskProcessor, backend: InferenceBackend, max_instances: int
-    ) -> None:
+    items: list[Any]
+    truncated: list[int]
+
+
+class ServedModel:
+    """preprocess -> backend -> postprocess, with the package's manifest as the contract.
+
+    Callers hand in batches already checked at their edge (`check_batch` for v2 tensors, `check_instance` for v1
+    instances and batch rows); the model does not check them again.
+    """
+
+    def __init__(self, package: ModelPackage, processor: TaskProcessor, backend: InferenceBackend) -> None:
         self.package = package
         self.processor = processor
         self.backend = backend
-        self.max_instances = max_instances
         self.ready = False
 
     @property
@@ -60,27 +69,34 @@ class ServedModel:
     def manifest(self) -> Manifest:
         return self.package.manifest
 
-    def infer(self, inputs: Mapping[str, Any]) -> Inference:
-        """Score a batch of API inputs; raises InputError (caller's fault) or BackendError (ours)."""
-        prepared = self.processor.prepare(inputs)
+    @property
+    def input_name(self) -> str:
+        return self.processor.input_name
+
+    def check_batch(self, value: Any) -> Any:
+        return self.processor.check_batch(value)
+
+    def check_instance(self, value: Any) -> Any:
+        return self.processor.check_instance(value)
+
+    def infer(self, batch: Any) -> Inference:
+        """Score a checked batch; raises BackendError when the graph's runner fails."""
+        prepared = self.processor.prepare(batch)
         outputs = self.processor.finish(self.backend.run(prepared.feeds))
         return Inference(outputs=outputs, batch_size=prepared.batch_size, truncated=prepared.truncated)
 
-    def check_batch_size(self, batch_size: int) -> None:
-        """The per-request limit of the HTTP API (checked before decoding); batch files chunk by their own setting."""
-        if batch_size > self.max_instances:
-            raise TooManyInstancesError(
-                f"{batch_size} instances in one request; model {self.name} accepts at most {self.max_instances}"
-            )
+    def predict(self, batch: Any) -> dict[str, np.ndarray]:
+        """API-level tensors out (label/probabilities/embedding) for a checked batch."""
+        return self.infer(batch).outputs
 
-    def predict(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """API-level tensors in, API-level tensors out (text/pixels -> label/probabilities/embedding)."""
-        return self.infer(inputs).outputs
+    def predict_instances(self, instances: list[Any]) -> Predictions:
+        """The one path for KServe v1 and batch files: checked instances in, one prediction each out."""
+        inference = self.infer(self.processor.stack(instances))
+        return Predictions(self.processor.predictions(inference.outputs), inference.truncated)
 
     def warm_up(self) -> None:
         """One real run at init, so the first request does not pay for lazy allocations."""
-        prepared = self.processor.prepare(self.processor.example_inputs())
-        self.processor.finish(self.backend.run(prepared.feeds))
+        self.infer(self.processor.example_batch())
         self.ready = True
 
 
@@ -107,7 +123,7 @@ def load_model(package: ModelPackage, settings: Settings, sagemaker_client: Any 
     else:
         session = create_session(package.graph_path, settings.intra_op_threads)
         backend = OnnxBackend(session, processor.graph_output_names)
-    model = ServedModel(package, processor, backend, settings.max_instances_for(package.name))
+    model = ServedModel(package, processor, backend)
     if endpoint:
         model.ready = True  # a cold endpoint is not warmed from here; its own health check covers it
     else:

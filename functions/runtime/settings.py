@@ -1,4 +1,6 @@
-"""The function's environment, parsed once into one typed object (names are constants, defaults live here)."""
+"""The function's environment contract, in both directions: `from_env` in the Lambda sandbox, `to_environment` for
+the stacks, the local stack and the bench. No variable name is typed anywhere else.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +14,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from functions.runtime.errors import describe_validation_error
 
-MODELS_DIR = "MODELS_DIR"
-SAGEMAKER_ENDPOINTS = "SAGEMAKER_ENDPOINTS"
-MAX_INSTANCES = "MAX_INSTANCES"
-ORT_THREADS = "ORT_THREADS"
-BATCH_BUCKET = "BATCH_BUCKET"
-BATCH_INPUT_PREFIX = "BATCH_INPUT_PREFIX"
-BATCH_OUTPUT_PREFIX = "BATCH_OUTPUT_PREFIX"
-BATCH_ROWS_PER_INFERENCE = "BATCH_ROWS_PER_INFERENCE"
-MAX_BODY_BYTES = "MAX_BODY_BYTES"
-METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
-
 DEFAULT_MODELS_DIR = Path("/var/task/models")
 DEFAULT_MAX_INSTANCES = 64
 LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024  # synchronous invocation payload limit
+
+# field -> environment variable; the JSON ones carry maps
+VARIABLES: dict[str, str] = {
+    "models_dir": "MODELS_DIR",
+    "sagemaker_endpoints": "SAGEMAKER_ENDPOINTS",
+    "max_instances": "MAX_INSTANCES",
+    "ort_threads": "ORT_THREADS",
+    "batch_bucket": "BATCH_BUCKET",
+    "batch_input_prefix": "BATCH_INPUT_PREFIX",
+    "batch_output_prefix": "BATCH_OUTPUT_PREFIX",
+    "batch_rows_per_inference": "BATCH_ROWS_PER_INFERENCE",
+    "max_body_bytes": "MAX_BODY_BYTES",
+    "service_name": "POWERTOOLS_SERVICE_NAME",
+    "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",
+    "metrics_enabled": "METRICS_ENABLED",
+    "log_level": "POWERTOOLS_LOG_LEVEL",
+}
+JSON_FIELDS = frozenset({"sagemaker_endpoints", "max_instances"})
 
 
 class SettingsError(ValueError):
@@ -46,7 +55,10 @@ class Settings(BaseModel):
     batch_output_prefix: str = "batch/output/"
     batch_rows_per_inference: Annotated[int, Field(ge=1, le=4096)] = 64
     max_body_bytes: Annotated[int, Field(ge=1)] = LAMBDA_PAYLOAD_LIMIT_BYTES
+    service_name: str = "model-serving"
     metrics_namespace: str = "ModelServing"
+    metrics_enabled: bool = True  # off: EMF documents go to the debug log instead of stdout (the local stack)
+    log_level: str | None = None  # None: Powertools' default (INFO, or LOG_LEVEL / AWS_LAMBDA_LOG_LEVEL)
 
     @field_validator("batch_input_prefix", "batch_output_prefix")
     @classmethod
@@ -64,29 +76,35 @@ class Settings(BaseModel):
         """ORT_THREADS, else the CPUs this process may run on (not the host's count: Lambda pins vCPUs)."""
         return self.ort_threads or len(os.sched_getaffinity(0))
 
+    def to_environment(self) -> dict[str, str]:
+        """The variables that reproduce these settings in a function's environment (None fields are left out)."""
+        environment: dict[str, str] = {}
+        for field, variable in VARIABLES.items():
+            value = getattr(self, field)
+            if value is None:
+                continue
+            if field in JSON_FIELDS:
+                environment[variable] = json.dumps(value, separators=(",", ":"))
+            elif isinstance(value, bool):
+                environment[variable] = "true" if value else "false"
+            else:
+                environment[variable] = str(value)
+        return environment
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         raw: dict[str, object] = {}
-        plain = {
-            MODELS_DIR: "models_dir",
-            ORT_THREADS: "ort_threads",
-            BATCH_BUCKET: "batch_bucket",
-            BATCH_INPUT_PREFIX: "batch_input_prefix",
-            BATCH_OUTPUT_PREFIX: "batch_output_prefix",
-            BATCH_ROWS_PER_INFERENCE: "batch_rows_per_inference",
-            MAX_BODY_BYTES: "max_body_bytes",
-            METRICS_NAMESPACE: "metrics_namespace",
-        }
-        for variable, field in plain.items():
-            if env.get(variable):
-                raw[field] = env[variable]
-        for variable, field in ((SAGEMAKER_ENDPOINTS, "sagemaker_endpoints"), (MAX_INSTANCES, "max_instances")):
-            if env.get(variable):
+        for field, variable in VARIABLES.items():
+            if not env.get(variable):
+                continue
+            if field in JSON_FIELDS:
                 try:
                     raw[field] = json.loads(env[variable])
                 except json.JSONDecodeError:
                     raise SettingsError(f"{variable} must be JSON, got {env[variable]!r}") from None
+            else:
+                raw[field] = env[variable]
         try:
             return cls.model_validate(raw)
         except ValidationError as error:

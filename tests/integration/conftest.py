@@ -1,26 +1,16 @@
-"""Handler fixtures: each handler module imported once, with MODELS_DIR pointing at real packages."""
+"""Handler fixtures: each function built by its factory from Settings, over models loaded once from real packages."""
 
 from __future__ import annotations
 
-import importlib
-import json
-import sys
-from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from functions.api.app import ApiFunction, create_api
+from functions.runtime.models import ServedModel, load_models
+from functions.runtime.settings import Settings
 from tests.unit.serving_fixtures import models_dir_for, served_packages
-
-SERVING_ENV = {
-    "MAX_INSTANCES": json.dumps({"sentiment": 8, "embeddings": 16, "digits": 16}),
-    "ORT_THREADS": "1",
-    "BATCH_ROWS_PER_INFERENCE": "4",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_METRICS_NAMESPACE": "ModelServingTests",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @pytest.fixture(scope="session")
@@ -29,26 +19,23 @@ def serving_packages(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
 
 
 @pytest.fixture(scope="session")
-def models_dir(serving_packages: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models_dir_for(serving_packages, tmp_path_factory.mktemp("models"))
-
-
-def import_handler(module_name: str, models_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[ModuleType]:
-    """Import a handler module fresh under the serving environment (it loads its models at import, like Lambda init)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**SERVING_ENV, "MODELS_DIR": str(models_dir), **(extra_env or {})}.items():
-            patch.setenv(name, value)
-        sys.modules.pop(module_name, None)
-        module = importlib.import_module(module_name)
-        yield module
-        sys.modules.pop(module_name, None)
+def serving_settings(serving_packages: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        models_dir=models_dir_for(serving_packages, tmp_path_factory.mktemp("models")),
+        max_instances={"sentiment": 8, "embeddings": 16, "digits": 16},
+        ort_threads=1,
+        batch_rows_per_inference=4,
+        service_name="model-serving-tests",
+        metrics_namespace="ModelServingTests",
+    )
 
 
 @pytest.fixture(scope="session")
-def api_handler(models_dir: Path) -> Iterator[ModuleType]:
-    yield from import_handler("functions.api.handler", models_dir)
+def loaded_models(serving_settings: Settings) -> Mapping[str, ServedModel]:
+    """Verified and warmed once per session, as one Lambda sandbox's init would."""
+    return load_models(serving_settings)
 
 
 @pytest.fixture(scope="session")
-def batch_handler(models_dir: Path) -> Iterator[ModuleType]:
-    yield from import_handler("functions.batch.handler", models_dir)
+def api_handler(serving_settings: Settings, loaded_models: Mapping[str, ServedModel]) -> ApiFunction:
+    return create_api(serving_settings, loaded_models)

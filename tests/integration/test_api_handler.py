@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
+from functions.api.app import ApiFunction
 from functions.runtime.errors import BackendError
 
 Call = Callable[..., tuple[int, Any, dict[str, str]]]
 
 
 @pytest.fixture
-def call(api_handler: ModuleType, load_event: Callable[[str], dict], lambda_context: Any) -> Call:
+def call(api_handler: ApiFunction, load_event: Callable[[str], dict], lambda_context: Any) -> Call:
     """Invoke the handler with a real payload-2.0 event rewritten to the given method, path, body and headers."""
 
     def invoke(
@@ -53,7 +53,9 @@ def assert_client_error(status: int, body: Any, expected_status: int, *words: st
 # --- health, metadata, OpenAPI -------------------------------------------------------------------------------------
 
 
-def test_liveness_and_readiness(call: Call, api_handler: ModuleType, load_event: Callable, lambda_context: Any) -> None:
+def test_liveness_and_readiness(
+    call: Call, api_handler: ApiFunction, load_event: Callable, lambda_context: Any
+) -> None:
     # given the real readiness event
     response = api_handler.lambda_handler(load_event("apigw_v2_health_ready"), lambda_context)
     # then
@@ -63,7 +65,7 @@ def test_liveness_and_readiness(call: Call, api_handler: ModuleType, load_event:
 
 
 def test_model_metadata_comes_from_the_manifest(
-    api_handler: ModuleType, load_event: Callable, lambda_context: Any
+    api_handler: ApiFunction, load_event: Callable, lambda_context: Any
 ) -> None:
     manifest = api_handler.models["sentiment"].manifest
     response = api_handler.lambda_handler(load_event("apigw_v2_model_metadata"), lambda_context)
@@ -81,7 +83,7 @@ def test_model_metadata_comes_from_the_manifest(
     }
 
 
-def test_model_and_version_readiness(call: Call, api_handler: ModuleType) -> None:
+def test_model_and_version_readiness(call: Call, api_handler: ApiFunction) -> None:
     version = api_handler.models["digits"].version
     assert call("GET", "/v2/models/digits/ready")[:2] == (200, {"name": "digits", "ready": True})
     assert call("GET", f"/v2/models/digits/versions/{version}/ready")[0] == 200
@@ -108,7 +110,7 @@ def test_openapi_document_lists_both_protocols(call: Call) -> None:
 # --- v2 inference ----------------------------------------------------------------------------------------------------
 
 
-def test_v2_infer_event_matches_the_model(api_handler: ModuleType, load_event: Callable, lambda_context: Any) -> None:
+def test_v2_infer_event_matches_the_model(api_handler: ApiFunction, load_event: Callable, lambda_context: Any) -> None:
     # given the real v2 event with two texts
     event = load_event("apigw_v2_infer_sentiment")
     texts = json.loads(event["body"])["inputs"][0]["data"]
@@ -128,7 +130,7 @@ def test_v2_infer_event_matches_the_model(api_handler: ModuleType, load_event: C
     assert probabilities["name"] == "probabilities"
     assert probabilities["datatype"] == "FP32"
     assert probabilities["shape"] == [2, len(model.manifest.labels)]
-    expected = model.predict({"text": texts})
+    expected = model.predict(texts)
     np.testing.assert_allclose(np.reshape(probabilities["data"], (2, -1)), expected["probabilities"], atol=1e-6)
     assert label["data"] == list(expected["label"])
     rows = np.reshape(probabilities["data"], (2, -1))
@@ -143,7 +145,7 @@ def test_v2_requested_outputs_are_honoured(call: Call) -> None:
     assert "id" not in body
 
 
-def test_v2_reports_truncated_texts(call: Call, api_handler: ModuleType) -> None:
+def test_v2_reports_truncated_texts(call: Call, api_handler: ApiFunction) -> None:
     # given one text far over max_length
     max_length = api_handler.models["sentiment"].manifest.preprocessing.max_length
     long_text = "word " * (max_length * 4)
@@ -155,7 +157,7 @@ def test_v2_reports_truncated_texts(call: Call, api_handler: ModuleType) -> None
     assert body["outputs"][0]["shape"] == [2]
 
 
-def test_v2_versioned_infer(call: Call, api_handler: ModuleType) -> None:
+def test_v2_versioned_infer(call: Call, api_handler: ApiFunction) -> None:
     version = api_handler.models["sentiment"].version
     status, body, _ = call("POST", f"/v2/models/sentiment/versions/{version}/infer", text_request("ok"))
     assert status == 200
@@ -190,7 +192,7 @@ def test_v2_digits_accepts_flat_and_nested_pixels(call: Call) -> None:
 # --- v1 prediction ---------------------------------------------------------------------------------------------------
 
 
-def test_v1_predict_event_with_colon_path(api_handler: ModuleType, load_event: Callable, lambda_context: Any) -> None:
+def test_v1_predict_event_with_colon_path(api_handler: ApiFunction, load_event: Callable, lambda_context: Any) -> None:
     # given the real payload-2.0 event whose rawPath is /v1/models/sentiment:predict
     event = load_event("apigw_v1_predict_sentiment")
     assert event["rawPath"] == "/v1/models/sentiment:predict"
@@ -318,8 +320,8 @@ def test_unknown_model_is_a_404(call: Call, method: str, path: str) -> None:
     assert_client_error(status, answer, 404, "'nope'")
 
 
-def test_too_many_instances_is_a_413(call: Call, api_handler: ModuleType) -> None:
-    limit = api_handler.models["sentiment"].max_instances
+def test_too_many_instances_is_a_413(call: Call, api_handler: ApiFunction) -> None:
+    limit = api_handler.settings.max_instances_for("sentiment")
     texts = [f"text {i}" for i in range(limit + 1)]
     for path, body in [
         ("/v2/models/sentiment/infer", text_request(*texts)),
@@ -374,7 +376,7 @@ def test_wrong_method_is_a_405_with_allow(call: Call, method: str, path: str, al
 
 
 def test_backend_failure_is_a_502_without_internals(
-    call: Call, api_handler: ModuleType, monkeypatch: pytest.MonkeyPatch
+    call: Call, api_handler: ApiFunction, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(feeds: dict) -> dict:
         raise BackendError("onnxruntime failed: /secret/path/model.onnx")

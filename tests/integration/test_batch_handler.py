@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from types import ModuleType
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -14,24 +13,32 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto import mock_aws
 
+from functions.batch.app import BatchFunction, create_batch_handler
 from functions.runtime.errors import BackendError
+from functions.runtime.models import ServedModel
+from functions.runtime.settings import Settings
 
 BUCKET = "model-serving-batch"
 
 
 @pytest.fixture
-def s3(batch_handler: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """moto's S3 with the batch bucket, passed to the handler in place of its module-level client."""
+def s3() -> Iterator[Any]:
+    """moto's S3 with the batch bucket."""
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
-        monkeypatch.setattr(batch_handler, "s3", client)
         yield client
 
 
 @pytest.fixture
+def batch_handler(serving_settings: Settings, loaded_models: Mapping[str, ServedModel], s3: Any) -> BatchFunction:
+    """The batch function built over moto's S3 client, as the entry point builds it over the sandbox's."""
+    return create_batch_handler(serving_settings, loaded_models, s3)
+
+
+@pytest.fixture
 def notify(
-    batch_handler: ModuleType, load_event: Callable[[str], dict], lambda_context: Any, s3: Any
+    batch_handler: BatchFunction, load_event: Callable[[str], dict], lambda_context: Any, s3: Any
 ) -> Callable[..., dict]:
     """Put objects (optional), then deliver one SQS message per key, built from the real sqs_s3_put.json event."""
 
@@ -75,7 +82,7 @@ def assert_every_row_once(results: list[dict], errors: list[dict], expected_line
     assert len(lines) == len(set(lines))
 
 
-def test_jsonl_good_and_bad_rows(notify: Callable[..., dict], s3: Any, batch_handler: ModuleType) -> None:
+def test_jsonl_good_and_bad_rows(notify: Callable[..., dict], s3: Any, batch_handler: BatchFunction) -> None:
     # given a JSON Lines file with good rows and every kind of bad row
     key = "batch/input/sentiment/reviews 2026-11.jsonl"
     put(
@@ -121,7 +128,7 @@ def test_jsonl_good_and_bad_rows(notify: Callable[..., dict], s3: Any, batch_han
     assert_every_row_once(results, errors, {1, 2, 3, 4, 5, 7, 8, 9})
 
 
-def test_predictions_match_the_runtime(notify: Callable[..., dict], s3: Any, batch_handler: ModuleType) -> None:
+def test_predictions_match_the_runtime(notify: Callable[..., dict], s3: Any, batch_handler: BatchFunction) -> None:
     texts = [f"review number {i}, quite {'good' if i % 2 else 'bad'}" for i in range(10)]
     put(s3, "batch/input/sentiment/ten.jsonl", [json.dumps({"id": i, "text": t}) for i, t in enumerate(texts)])
     notify("batch/input/sentiment/ten.jsonl")
@@ -129,7 +136,7 @@ def test_predictions_match_the_runtime(notify: Callable[..., dict], s3: Any, bat
     summary = read_summary(s3, "batch/output/sentiment/ten.jsonl.summary.json")
     # the same chunks the handler scores (an int8 graph quantises activations per batch, so chunking matters)
     size = batch_handler.settings.batch_rows_per_inference
-    chunks = [batch_handler.models["sentiment"].predict({"text": texts[i : i + size]}) for i in range(0, 10, size)]
+    chunks = [batch_handler.models["sentiment"].predict(texts[i : i + size]) for i in range(0, 10, size)]
     expected_labels = [label for chunk in chunks for label in chunk["label"]]
     assert [row["prediction"]["label"] for row in results] == expected_labels
     got = np.array([list(row["prediction"]["scores"].values()) for row in results])
@@ -173,7 +180,7 @@ def test_embeddings_file(notify: Callable[..., dict], s3: Any) -> None:
 
 
 def test_duplicate_notification_is_not_scored_twice(
-    notify: Callable[..., dict], s3: Any, batch_handler: ModuleType, monkeypatch: pytest.MonkeyPatch
+    notify: Callable[..., dict], s3: Any, batch_handler: BatchFunction, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given a file already scored
     key = "batch/input/sentiment/once.jsonl"
@@ -206,7 +213,7 @@ def test_stale_notification_is_skipped(notify: Callable[..., dict], s3: Any) -> 
 
 
 def test_test_event_is_ignored(
-    batch_handler: ModuleType, load_event: Callable[[str], dict], lambda_context: Any, s3: Any
+    batch_handler: BatchFunction, load_event: Callable[[str], dict], lambda_context: Any, s3: Any
 ) -> None:
     assert batch_handler.lambda_handler(load_event("sqs_s3_test_event"), lambda_context) == {"batchItemFailures": []}
     assert all_keys(s3) == []
@@ -222,7 +229,7 @@ def test_failing_record_is_reported_while_others_succeed(notify: Callable[..., d
 
 
 def test_backend_failure_leaves_no_partial_result(
-    notify: Callable[..., dict], s3: Any, batch_handler: ModuleType, monkeypatch: pytest.MonkeyPatch
+    notify: Callable[..., dict], s3: Any, batch_handler: BatchFunction, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given a backend that fails on the second chunk
     key = "batch/input/sentiment/big.jsonl"
@@ -257,7 +264,7 @@ def test_outputs_are_never_under_the_input_prefix(notify: Callable[..., dict], s
 
 
 def test_moto_notifications_end_to_end(
-    batch_handler: ModuleType, lambda_context: Any, s3: Any, load_event: Callable[[str], dict]
+    batch_handler: BatchFunction, lambda_context: Any, s3: Any, load_event: Callable[[str], dict]
 ) -> None:
     """The messages moto itself posts (as the local stack's poller sees them): a TestEvent, then the Put."""
     sqs = boto3.client("sqs", region_name="us-east-1")

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from functions.batch.scoring import PART_SIZE, MultipartWriter
+from functions.batch.output import PART_SIZE, MultipartWriter
 
 BUCKET = "model-serving-batch"
 

@@ -13,11 +13,11 @@ import onnxruntime as ort
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from functions.runtime.tensors import decode_output, encode_output
 
 from functions.runtime.backends import SageMakerBackend
 from functions.runtime.errors import BackendError
 from functions.runtime.models import ServedModel, load_models
-from functions.runtime.protocol import decode_output, encode_output
 from functions.runtime.session import create_session
 from functions.runtime.settings import Settings
 from tests.unit.serving_fixtures import models_dir_for
@@ -112,12 +112,10 @@ def test_sagemaker_backend_agrees_with_onnx(
     remote = load_models(settings, sagemaker_client=stand_in)["embeddings"]
     texts = ["the same text", "served two ways, with different lengths"]
     # when
-    via_endpoint = remote.predict({"text": texts})["embedding"]
+    via_endpoint = remote.predict(texts)["embedding"]
     # then pre/post-processing ran in the function and only graph tensors crossed the wire
     assert remote.backend.name == "sagemaker"
-    np.testing.assert_allclose(
-        via_endpoint, served_models["embeddings"].predict({"text": texts})["embedding"], atol=1e-5
-    )
+    np.testing.assert_allclose(via_endpoint, served_models["embeddings"].predict(texts)["embedding"], atol=1e-5)
     sent = json.loads(stand_in.requests[-1]["Body"])
     assert [tensor["name"] for tensor in sent["inputs"]] == ["input_ids", "attention_mask"]
     assert {tensor["datatype"] for tensor in sent["inputs"]} == {"INT64"}

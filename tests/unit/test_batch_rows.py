@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from functions.batch.scoring import BatchInputError, BatchTarget, input_format, read_csv, read_jsonl
+from functions.batch.layout import BatchInputError, BatchTarget, input_format
+from functions.batch.rows import read_csv, read_jsonl
 
 
 def lines(*texts: str) -> list[bytes]:

@@ -38,8 +38,9 @@ PROBE = textwrap.dedent(
         raise SystemExit("the blocker is not active")
     import functions.api.handler as api
     import functions.batch.handler as batch
-    outputs = {name: model.predict(model.processor.example_inputs()) for name, model in api.models.items()}
-    assert set(batch.models) == set(api.models)
+    models = api.function.models
+    outputs = {name: model.predict(model.processor.example_batch()) for name, model in models.items()}
+    assert set(batch.function.models) == set(models)
     loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "transformers"))
     assert not loaded, loaded
     print(sorted(outputs))

@@ -7,9 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from functions.api.v2 import v2_batch
 from functions.runtime.errors import InputError
 from functions.runtime.models import ServedModel
 from functions.runtime.tasks.base import softmax
+from functions.runtime.tensors import InferRequest
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,7 @@ def test_padding_is_to_the_longest_text_not_to_max_length(sentiment: ServedModel
     # given a short and a longer text, both well under max_length
     texts = ["hi", "a somewhat longer sentence with more tokens in it"]
     # when
-    prepared = sentiment.processor.prepare({"text": texts})
+    prepared = sentiment.processor.prepare(texts)
     # then the batch is as wide as the longest encoding, not max_length
     ids, mask = prepared.feeds["input_ids"], prepared.feeds["attention_mask"]
     longest = len(sentiment.processor.tokenizer.encode(texts[1]).ids)
@@ -35,20 +37,20 @@ def test_padding_is_to_the_longest_text_not_to_max_length(sentiment: ServedModel
 
 
 def test_single_text_has_no_padding(sentiment: ServedModel) -> None:
-    prepared = sentiment.processor.prepare({"text": ["just one"]})
+    prepared = sentiment.processor.prepare(["just one"])
     assert prepared.feeds["attention_mask"].all()
 
 
 def test_long_text_is_truncated_at_max_length_and_reported(sentiment: ServedModel) -> None:
     max_length = sentiment.manifest.preprocessing.max_length
-    prepared = sentiment.processor.prepare({"text": ["short", "word " * (3 * max_length)]})
+    prepared = sentiment.processor.prepare(["short", "word " * (3 * max_length)])
     assert prepared.feeds["input_ids"].shape == (2, max_length)
     assert prepared.truncated == [1]
-    assert sentiment.infer({"text": ["word " * (3 * max_length)]}).truncated == [0]
+    assert sentiment.infer(["word " * (3 * max_length)]).truncated == [0]
 
 
 def test_feeds_are_exactly_the_graph_inputs(sentiment: ServedModel) -> None:
-    prepared = sentiment.processor.prepare({"text": ["x"]})
+    prepared = sentiment.processor.prepare(["x"])
     assert list(prepared.feeds) == [tensor.name for tensor in sentiment.manifest.graph.inputs]
 
 
@@ -72,11 +74,11 @@ def test_classifier_labels_follow_the_argmax(sentiment: ServedModel) -> None:
 
 
 def test_predict_returns_the_api_tensors(served_models: dict[str, ServedModel]) -> None:
-    outputs = served_models["sentiment"].predict({"text": ["good", "bad", "fine"]})
+    outputs = served_models["sentiment"].predict(["good", "bad", "fine"])
     assert set(outputs) == {"label", "probabilities"}
     assert outputs["probabilities"].shape == (3, len(served_models["sentiment"].manifest.labels))
     assert outputs["probabilities"].dtype == np.float32
-    embedding = served_models["embeddings"].predict({"text": ["good", "bad"]})["embedding"]
+    embedding = served_models["embeddings"].predict(["good", "bad"])["embedding"]
     assert embedding.shape == (2, 384)
 
 
@@ -90,34 +92,40 @@ def test_digit_pixels_are_scaled_and_reshaped(served_models: dict[str, ServedMod
     model = served_models["digits"]
     scale = model.manifest.preprocessing.pixel_scale
     pixels = np.full((3, 8, 8), 16.0, dtype=np.float32)
-    feed = model.processor.prepare({"pixels": pixels}).feeds["pixels"]
+    feed = model.processor.prepare(pixels).feeds["pixels"]
     assert feed.shape == (3, 1, 8, 8)
     assert feed.dtype == np.float32
     np.testing.assert_allclose(feed, 16.0 / scale)
-    flat = model.processor.prepare({"pixels": pixels.reshape(3, 64)}).feeds["pixels"]
+    flat = model.processor.prepare(pixels.reshape(3, 64)).feeds["pixels"]
     np.testing.assert_array_equal(flat, feed)
+
+
+def tensor(name: str, datatype: str, values: Any) -> dict[str, Any]:
+    array = np.asarray(values, dtype=object if datatype == "BYTES" else None)
+    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": array.ravel().tolist()}
 
 
 @pytest.mark.parametrize(
     ("model_name", "inputs", "message"),
     [
-        ("sentiment", {"text": []}, "no instances"),
-        ("sentiment", {"text": "not a list"}, "list of strings"),
-        ("sentiment", {"text": ["ok", ""]}, "item 1 is an empty string"),
-        ("sentiment", {"text": ["ok", 3]}, "item 1 is int"),
-        ("sentiment", {}, "missing input 'text'"),
-        ("sentiment", {"text": ["a"], "extra": [1]}, "unknown input"),
-        ("digits", {"pixels": np.zeros((2, 7, 7))}, "expected shape"),
-        ("digits", {"pixels": [[["x"] * 8] * 8]}, "numbers"),
-        ("digits", {"pixels": np.full((1, 8, 8), np.nan)}, "finite"),
-        ("digits", {"pixels": np.zeros((0, 8, 8))}, "no instances"),
+        ("sentiment", [tensor("text", "BYTES", [])], "no instances"),
+        ("sentiment", [tensor("text", "FP32", [1.0])], "datatype FP32, expected BYTES"),
+        ("sentiment", [tensor("text", "BYTES", ["ok", ""])], "item 1 is an empty string"),
+        ("sentiment", [tensor("text", "BYTES", ["ok", 3])], "must be strings"),
+        ("sentiment", [tensor("other", "BYTES", ["a"])], "unknown input 'other'"),
+        ("sentiment", [tensor("text", "BYTES", ["a"]), tensor("extra", "FP32", [1])], "unknown input"),
+        ("digits", [tensor("pixels", "FP32", np.zeros((2, 7, 7)))], "does not match"),
+        ("digits", [tensor("pixels", "FP32", [[["x"] * 8] * 8])], "numbers"),
+        ("digits", [tensor("pixels", "FP32", np.full((1, 8, 8), np.nan))], "finite"),
+        ("digits", [tensor("pixels", "FP32", np.zeros((0, 8, 8)))], "no instances"),
     ],
 )
-def test_bad_inputs_name_the_problem(
-    served_models: dict[str, ServedModel], model_name: str, inputs: dict[str, Any], message: str
+def test_bad_inputs_name_the_problem_once_at_the_edge(
+    served_models: dict[str, ServedModel], model_name: str, inputs: list[dict[str, Any]], message: str
 ) -> None:
+    request = InferRequest.model_validate({"inputs": inputs})
     with pytest.raises(InputError, match=message):
-        served_models[model_name].predict(inputs)
+        v2_batch(served_models[model_name], request, max_instances=64)
 
 
 def test_instances_are_checked_one_by_one(served_models: dict[str, ServedModel]) -> None:

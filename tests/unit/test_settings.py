@@ -51,3 +51,25 @@ def test_values_from_the_environment() -> None:
 def test_bad_values_are_named(environ: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(environ)
+
+
+def test_to_environment_round_trips_every_field() -> None:
+    # given settings that differ from every default
+    settings = Settings(
+        models_dir=Path("/opt/models"),
+        sagemaker_endpoints={"embeddings": "endpoint-1"},
+        max_instances={"sentiment": 8},
+        ort_threads=2,
+        batch_bucket="bucket",
+        batch_input_prefix="in/",
+        batch_output_prefix="out/",
+        batch_rows_per_inference=16,
+        max_body_bytes=1024,
+        service_name="svc",
+        metrics_namespace="Ns",
+        metrics_enabled=False,
+        log_level="DEBUG",
+    )
+    assert all(getattr(settings, name) != field.default for name, field in Settings.model_fields.items())
+    # when the stacks put them in a function's environment, then the function reads back the same settings
+    assert Settings.from_env(settings.to_environment()) == settings

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from functions.runtime.errors import InputError
 from functions.runtime.package import ModelPackage, PackageError
 
 
@@ -31,7 +30,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class TaskProcessor(ABC):
-    """Pre/post-processing of one task; each model has exactly one API input."""
+    """Pre/post-processing of one task; each model has exactly one API input.
+
+    Input is checked once, at the edge: `check_batch` for a decoded v2 tensor, `check_instance` for one v1 instance or
+    batch row. `prepare` and everything after it trust what those returned.
+    """
 
     def __init__(self, package: ModelPackage) -> None:
         self.manifest = package.manifest
@@ -39,41 +42,39 @@ class TaskProcessor(ABC):
         self.graph_input_names = [tensor.name for tensor in package.manifest.graph.inputs]
         self.graph_output_names = [tensor.name for tensor in package.manifest.graph.outputs]
 
-    def batch_of(self, inputs: Mapping[str, Any]) -> Any:
-        """The one API input of a request, or an InputError naming what is missing or extra."""
-        if self.input_name not in inputs:
-            raise InputError(f"missing input {self.input_name!r} (model {self.manifest.name} takes it)")
-        extra = sorted(set(inputs) - {self.input_name})
-        if extra:
-            raise InputError(
-                f"unknown input(s) {', '.join(map(repr, extra))}: model {self.manifest.name} takes "
-                f"only {self.input_name!r}"
-            )
-        return inputs[self.input_name]
+    @abstractmethod
+    def check_batch(self, value: Any) -> Any:
+        """Task rules for a whole tensor the v2 codec already decoded (type and shape are checked there)."""
 
     @abstractmethod
-    def prepare(self, inputs: Mapping[str, Any]) -> Prepared:
-        """Validate the API input and turn it into graph feeds."""
+    def check_instance(self, value: Any) -> Any:
+        """Validate one instance (KServe v1, batch rows); returns it in the form `stack` accepts."""
+
+    @abstractmethod
+    def stack(self, instances: list[Any]) -> Any:
+        """One batch from instances already accepted by `check_instance`."""
+
+    @abstractmethod
+    def prepare(self, batch: Any) -> Prepared:
+        """Turn a checked batch into graph feeds."""
 
     @abstractmethod
     def finish(self, graph_outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Turn graph outputs into the manifest's API outputs."""
 
     @abstractmethod
-    def check_instance(self, value: Any) -> Any:
-        """Validate one row/instance (batch files, KServe v1); returns it in the form `prepare` accepts in a list."""
-
-    @abstractmethod
     def predictions(self, outputs: Mapping[str, np.ndarray]) -> list[Any]:
         """One JSON-ready prediction per instance (KServe v1 `predictions`, batch output lines)."""
 
     @abstractmethod
-    def example_inputs(self) -> dict[str, Any]:
-        """A small real input for the warm-up run at init."""
+    def example_batch(self) -> Any:
+        """A small real batch for the warm-up run at init."""
 
-    def stack(self, instances: list[Any]) -> dict[str, Any]:
-        """API inputs from rows already accepted by `check_instance`."""
-        return {self.input_name: instances}
+    def unwrap(self, value: Any) -> Any:
+        """An instance may come as the bare value or as {input_name: value}."""
+        if isinstance(value, dict) and set(value) == {self.input_name}:
+            return value[self.input_name]
+        return value
 
 
 class Classifier(TaskProcessor):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,40 +24,38 @@ class ImageClassification(Classifier):
         self.pixel_count = math.prod(self.image_shape)
         self.scale = np.float32(1.0 / preprocessing.pixel_scale)
 
-    def _as_images(self, value: Any) -> np.ndarray:
-        try:
-            pixels = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InputError(
-                f"input {self.input_name!r}: expected numbers in a [n, {', '.join(map(str, self.image_shape))}] array"
-            ) from None
-        if pixels.ndim == 2 and pixels.shape[1] == self.pixel_count:
-            pixels = pixels.reshape((pixels.shape[0], *self.image_shape))
-        if pixels.shape[1:] != self.image_shape or pixels.ndim != 1 + len(self.image_shape):
-            raise InputError(
-                f"input {self.input_name!r}: expected shape [n, {', '.join(map(str, self.image_shape))}] "
-                f"(or [n, {self.pixel_count}]), got {list(pixels.shape)}"
-            )
-        if pixels.shape[0] == 0:
-            raise InputError(f"input {self.input_name!r}: no instances")
+    def check_batch(self, value: Any) -> np.ndarray:
+        """Pixels [n, H, W] as float32 (the codec decoded the declared shape); every value finite."""
+        pixels = np.asarray(value, dtype=np.float32)
         if not np.isfinite(pixels).all():
             raise InputError(f"input {self.input_name!r}: pixel values must be finite numbers")
         return pixels
 
-    def prepare(self, inputs: Mapping[str, Any]) -> Prepared:
-        pixels = self._as_images(self.batch_of(inputs))
-        feed = (pixels * self.scale).reshape((pixels.shape[0], 1, *self.image_shape))
-        return Prepared(feeds={self.graph_input_names[0]: feed}, batch_size=pixels.shape[0])
-
     def check_instance(self, value: Any) -> np.ndarray:
-        if isinstance(value, dict) and set(value) == {self.input_name}:
-            value = value[self.input_name]
+        value = self.unwrap(value)
         if isinstance(value, bool | str | int | float) or value is None:
             raise InputError(f"{self.input_name!r} must be a {self.image_shape} array or {self.pixel_count} numbers")
-        return self._as_images([value])[0]
+        try:
+            pixels = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{self.input_name!r}: expected numbers in a [{', '.join(map(str, self.image_shape))}] array"
+            ) from None
+        if pixels.shape == (self.pixel_count,):
+            pixels = pixels.reshape(self.image_shape)
+        if pixels.shape != self.image_shape:
+            raise InputError(
+                f"{self.input_name!r}: expected shape [{', '.join(map(str, self.image_shape))}] "
+                f"(or [{self.pixel_count}]), got {list(pixels.shape)}"
+            )
+        return self.check_batch(pixels)
 
-    def stack(self, instances: list[Any]) -> dict[str, Any]:
-        return {self.input_name: np.stack(instances)}
+    def stack(self, instances: list[Any]) -> np.ndarray:
+        return np.stack(instances)
 
-    def example_inputs(self) -> dict[str, Any]:
-        return {self.input_name: np.zeros((2, *self.image_shape), dtype=np.float32)}
+    def prepare(self, batch: np.ndarray) -> Prepared:
+        feed = (batch * self.scale).reshape((batch.shape[0], 1, *self.image_shape))
+        return Prepared(feeds={self.graph_input_names[0]: feed}, batch_size=batch.shape[0])
+
+    def example_batch(self) -> np.ndarray:
+        return np.zeros((2, *self.image_shape), dtype=np.float32)

@@ -28,22 +28,13 @@ def load_tokenizer(package: ModelPackage) -> Tokenizer:
     return tokenizer
 
 
-def as_texts(value: Any, input_name: str) -> list[str]:
-    """A non-empty list of non-blank strings, or an InputError naming the first bad item."""
-    if isinstance(value, np.ndarray):
-        if value.ndim != 1:
-            raise InputError(f"input {input_name!r}: expected a 1-D list of strings, got shape {list(value.shape)}")
-        value = value.tolist()
-    if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise InputError(f"input {input_name!r}: expected a list of strings")
-    if not value:
-        raise InputError(f"input {input_name!r}: no instances")
-    for index, text in enumerate(value):
-        if not isinstance(text, str):
-            raise InputError(f"input {input_name!r}: item {index} is {type(text).__name__}, expected a string")
-        if not text.strip():
-            raise InputError(f"input {input_name!r}: item {index} is an empty string")
-    return value if isinstance(value, list) else list(value)
+def check_text(text: Any, where: str) -> str:
+    """A non-blank string, or an InputError saying where the bad one is."""
+    if not isinstance(text, str):
+        raise InputError(f"{where} must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InputError(f"{where} is an empty string")
+    return text
 
 
 class _TextTask(TaskProcessor):
@@ -51,10 +42,19 @@ class _TextTask(TaskProcessor):
         super().__init__(package)
         self.tokenizer = load_tokenizer(package)
 
-    def prepare(self, inputs: Mapping[str, Any]) -> Prepared:
-        texts = as_texts(self.batch_of(inputs), self.input_name)
+    def check_batch(self, value: Any) -> list[str]:
+        """The codec already checked the BYTES tensor holds strings; blank texts are refused here."""
+        return [check_text(text, f"input {self.input_name!r}: item {index}") for index, text in enumerate(value)]
+
+    def check_instance(self, value: Any) -> str:
+        return check_text(self.unwrap(value), repr(self.input_name))
+
+    def stack(self, instances: list[Any]) -> list[str]:
+        return instances
+
+    def prepare(self, batch: list[str]) -> Prepared:
         # encode_batch hands work to the rayon pool: a thread hop that costs more than it saves for one text
-        encodings = [self.tokenizer.encode(texts[0])] if len(texts) == 1 else self.tokenizer.encode_batch(texts)
+        encodings = [self.tokenizer.encode(batch[0])] if len(batch) == 1 else self.tokenizer.encode_batch(batch)
         input_ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
         attention_mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
         available = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -62,19 +62,10 @@ class _TextTask(TaskProcessor):
             available["token_type_ids"] = np.zeros_like(input_ids)
         feeds = {name: available[name] for name in self.graph_input_names}
         truncated = [index for index, encoding in enumerate(encodings) if encoding.overflowing]
-        return Prepared(feeds=feeds, batch_size=len(texts), truncated=truncated)
+        return Prepared(feeds=feeds, batch_size=len(batch), truncated=truncated)
 
-    def check_instance(self, value: Any) -> str:
-        if isinstance(value, dict) and set(value) == {self.input_name}:
-            value = value[self.input_name]
-        if not isinstance(value, str):
-            raise InputError(f"{self.input_name!r} must be a string, got {type(value).__name__}")
-        if not value.strip():
-            raise InputError(f"{self.input_name!r} is empty")
-        return value
-
-    def example_inputs(self) -> dict[str, Any]:
-        return {self.input_name: ["A short warm-up sentence.", "Another one, a little longer than the first."]}
+    def example_batch(self) -> list[str]:
+        return ["A short warm-up sentence.", "Another one, a little longer than the first."]
 
 
 class TextClassification(Classifier, _TextTask):

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from functions.runtime.tensors import (
+    InferRequest,
+    RequestInput,
+    decode_input,
+    decode_inputs,
+    decode_output,
+    encode_output,
+)
 
 from functions.runtime.errors import InputError
 from functions.runtime.package import TensorSpec
-from functions.runtime.protocol import RequestInput, decode_input, decode_output, encode_output
 
 PIXELS = TensorSpec(name="pixels", datatype="FP32", shape=[-1, 8, 8])
 TEXT = TensorSpec(name="text", datatype="BYTES", shape=[-1])
@@ -68,3 +75,17 @@ def test_outputs_are_flat_with_shape_and_datatype() -> None:
 def test_v2_outputs_round_trip() -> None:
     logits = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
     np.testing.assert_array_equal(decode_output(encode_output("logits", logits)), logits)
+
+
+def test_a_request_is_decoded_against_every_declared_input() -> None:
+    ids = TensorSpec(name="input_ids", datatype="INT64", shape=[-1, -1])
+    mask = TensorSpec(name="attention_mask", datatype="INT64", shape=[-1, -1])
+    given = {"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}
+    both = decode_inputs(
+        InferRequest.model_validate({"inputs": [given, {**given, "name": "attention_mask"}]}), [ids, mask]
+    )
+    assert set(both) == {"input_ids", "attention_mask"}
+    with pytest.raises(InputError, match="missing input 'attention_mask'"):
+        decode_inputs(InferRequest.model_validate({"inputs": [given]}), [ids, mask])
+    with pytest.raises(InputError, match="given twice"):
+        decode_inputs(InferRequest.model_validate({"inputs": [given, given]}), [ids, mask])

@@ -1,8 +1,14 @@
-"""Open Inference Protocol v2 tensors (KServe / Triton): JSON <-> numpy, shared by the API and the SageMaker backend."""
+"""The one Open Inference Protocol v2 codec (KServe / Triton): JSON documents <-> numpy tensors.
+
+The API, the SageMaker backend (towards Triton) and the local endpoint stand-in all decode and encode through here,
+so a request is validated against the declared tensors once, at the edge.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -124,3 +130,64 @@ def decode_output(tensor: dict[str, Any]) -> np.ndarray:
         return np.asarray(_flatten(tensor["data"]), dtype=dtype).reshape(tensor["shape"])
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"not a v2 output tensor: {error}") from None
+
+
+def decode_inputs(request: InferRequest, specs: Sequence[TensorSpec]) -> dict[str, Any]:
+    """Every declared input, each checked against its spec; unknown, repeated or missing inputs are InputErrors."""
+    by_name = {spec.name: spec for spec in specs}
+    decoded: dict[str, Any] = {}
+    for tensor in request.inputs:
+        spec = by_name.get(tensor.name)
+        if spec is None:
+            raise InputError(f"unknown input {tensor.name!r}; the model takes {', '.join(map(repr, by_name))}")
+        if tensor.name in decoded:
+            raise InputError(f"input {tensor.name!r} given twice")
+        decoded[tensor.name] = decode_input(tensor, spec)
+    missing = [name for name in by_name if name not in decoded]
+    if missing:
+        raise InputError(f"missing input {', '.join(map(repr, missing))}")
+    return decoded
+
+
+def requested_outputs(request: InferRequest, specs: Sequence[TensorSpec]) -> list[str]:
+    """The outputs the caller asked for (every declared output by default), or an InputError naming an unknown one."""
+    known = [spec.name for spec in specs]
+    if not request.outputs:
+        return known
+    names = [output.name for output in request.outputs]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InputError(f"unknown output(s) {', '.join(map(repr, unknown))}; the model has {', '.join(known)}")
+    return names
+
+
+def encode_response(
+    model_name: str,
+    model_version: str | None,
+    outputs: Mapping[str, np.ndarray],
+    request_id: str | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A v2 inference response; `id` and `parameters` only when there is something to say."""
+    body: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request_id is not None:
+        body["id"] = request_id
+    if parameters:
+        body["parameters"] = parameters
+    body["outputs"] = [encode_output(name, array) for name, array in outputs.items()]
+    return body
+
+
+def encode_request(feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> bytes:
+    """A v2 inference request body for numeric tensors (what the SageMaker backend sends Triton)."""
+    inputs = [
+        {
+            "name": name,
+            "shape": list(array.shape),
+            "datatype": V2_DATATYPES[array.dtype],
+            "data": array.ravel().tolist(),
+        }
+        for name, array in feeds.items()
+    ]
+    document = {"inputs": inputs, "outputs": [{"name": name} for name in outputs]}
+    return json.dumps(document, separators=(",", ":")).encode()

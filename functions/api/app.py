@@ -1,0 +1,181 @@
+"""The HTTP inference API (Open Inference Protocol v2 and KServe v1 on API Gateway HTTP API, payload 2.0), built
+from settings and loaded models: the Lambda entry point, the local stack, the bench and the tests all call
+`create_api`, so none of them configures a function through the environment or at import.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+
+from functions.api.envelope import MethodNotAllowedError, check_envelope
+from functions.api.errors import register_error_handlers
+from functions.api.v1 import PredictRequest, PredictResponse, v1_instances
+from functions.api.v2 import ModelMetadata, model_metadata, v2_batch, v2_response
+from functions.runtime.errors import UnknownModelError
+from functions.runtime.models import ServedModel, get_model
+from functions.runtime.settings import Settings
+from functions.runtime.telemetry import function_telemetry
+from functions.runtime.tensors import InferRequest, InferResponse, requested_outputs
+
+SERVER_NAME = "serverless-model-serving"
+Handler = Callable[[dict[str, Any], Any], Any]
+
+_INFER_RESPONSES: dict[int, OpenAPIResponse] = {
+    200: {"description": "Inference result", "content": {"application/json": {"model": InferResponse}}}
+}
+_PREDICT_RESPONSES: dict[int, OpenAPIResponse] = {
+    200: {"description": "Predictions", "content": {"application/json": {"model": PredictResponse}}},
+}
+_METADATA_RESPONSES: dict[int, OpenAPIResponse] = {
+    200: {"description": "Model metadata", "content": {"application/json": {"model": ModelMetadata}}}
+}
+
+
+@dataclass(frozen=True)
+class ApiFunction:
+    """One API function: its settings, models, resolver, and the Lambda handler wrapping them."""
+
+    settings: Settings
+    models: Mapping[str, ServedModel]
+    app: APIGatewayHttpResolver
+    lambda_handler: Handler
+
+
+def json_response(document: dict[str, Any], status: HTTPStatus = HTTPStatus.OK) -> Response[str]:
+    """Serialised once here: a dict body would be walked again by the resolver's encoder (costly for embeddings)."""
+    body = json.dumps(document, separators=(",", ":"), allow_nan=False)
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunction:
+    """The resolver with every route and error mapping, and the decorated Lambda handler around it."""
+    logger, tracer, metrics = function_telemetry(settings)
+    app = APIGatewayHttpResolver(enable_validation=True)
+    routes: list[tuple[str, str]] = []
+
+    def route(method: str, rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        routes.append((method, rule))
+        return app.route(rule, method, **options)
+
+    def served(name: str, version: str | None = None) -> ServedModel:
+        """The named model (and version, when the path names one)."""
+        model = get_model(models, name)
+        if version is not None and version != model.version:
+            raise UnknownModelError(f"model {name!r} has no version {version!r} (served: {model.version})")
+        return model
+
+    def scored(name: str, version: str | None = None) -> ServedModel:
+        """A model about to score: the request's metrics (latency, or an error) carry it as their dimension.
+
+        Only scoring routes set it: Powertools keeps dimensions of an invocation that published no metric.
+        """
+        model = served(name, version)
+        metrics.add_dimension(name="model", value=name)
+        return model
+
+    def record_inference(model: ServedModel, batch_size: int, started: float) -> None:
+        latency_ms = (time.perf_counter() - started) * 1e3
+        metrics.add_metric(name="InferenceLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
+        metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=batch_size)
+        logger.debug("scored", extra={"model": model.name, "batch_size": batch_size})
+
+    def readiness(model: ServedModel) -> Response[str]:
+        status = HTTPStatus.OK if model.ready else HTTPStatus.SERVICE_UNAVAILABLE
+        return json_response({"name": model.name, "ready": model.ready}, status)
+
+    def envelope_middleware(app: APIGatewayHttpResolver, next_middleware: Any) -> Response:
+        """Size and content type are checked before the route runs (invalid bodies: see the error handlers)."""
+        check_envelope(app.current_event, settings.max_body_bytes)
+        return next_middleware(app)
+
+    app.use(middlewares=[envelope_middleware])
+
+    # --- Open Inference Protocol v2 ---------------------------------------------------------------------------------
+
+    @route("GET", "/v2")
+    def server_metadata() -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": "2", "extensions": []}
+
+    @route("GET", "/v2/health/live")
+    def live() -> dict[str, Any]:
+        return {"live": True}
+
+    @route("GET", "/v2/health/ready")
+    def ready() -> Response[str]:
+        is_ready = bool(models) and all(model.ready for model in models.values())
+        return json_response({"ready": is_ready}, HTTPStatus.OK if is_ready else HTTPStatus.SERVICE_UNAVAILABLE)
+
+    @route("GET", "/v2/models/<name>", responses=_METADATA_RESPONSES)
+    def metadata(name: str) -> dict[str, Any]:
+        return model_metadata(served(name))
+
+    @route("GET", "/v2/models/<name>/versions/<version>")
+    def version_metadata(name: str, version: str) -> dict[str, Any]:
+        return model_metadata(served(name, version))
+
+    @route("GET", "/v2/models/<name>/ready")
+    def model_ready(name: str) -> Response[str]:
+        return readiness(served(name))
+
+    @route("GET", "/v2/models/<name>/versions/<version>/ready")
+    def version_ready(name: str, version: str) -> Response[str]:
+        return readiness(served(name, version))
+
+    def infer_v2(model: ServedModel, request: InferRequest) -> Response[str]:
+        started = time.perf_counter()
+        outputs = requested_outputs(request, model.manifest.outputs)
+        inference = model.infer(v2_batch(model, request, settings.max_instances_for(model.name)))
+        record_inference(model, inference.batch_size, started)
+        return json_response(v2_response(model, inference, outputs, request.id))
+
+    @route("POST", "/v2/models/<name>/infer", responses=_INFER_RESPONSES)
+    def infer(name: str, request: InferRequest) -> Response[str]:
+        return infer_v2(scored(name), request)
+
+    @route("POST", "/v2/models/<name>/versions/<version>/infer", responses=_INFER_RESPONSES)
+    def version_infer(name: str, version: str, request: InferRequest) -> Response[str]:
+        return infer_v2(scored(name, version), request)
+
+    # --- KServe v1 --------------------------------------------------------------------------------------------------
+
+    @route("GET", "/v1/models/<name>")
+    def v1_model(name: str) -> dict[str, Any]:
+        if name.endswith(":predict"):
+            raise MethodNotAllowedError(f"GET is not allowed on /v1/models/{name}; use POST", allowed=["POST"])
+        model = served(name)
+        return {"name": model.name, "ready": model.ready}
+
+    @route("POST", "/v1/models/<name>:predict", responses=_PREDICT_RESPONSES)
+    def predict(name: str, request: PredictRequest) -> Response[str]:
+        model = scored(name)
+        started = time.perf_counter()
+        instances = v1_instances(model, request, settings.max_instances_for(model.name))
+        predictions = model.predict_instances(instances)
+        record_inference(model, len(instances), started)
+        return json_response({"predictions": predictions.items})
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi() -> Response[str]:
+        schema = app.get_openapi_json_schema(title="Serverless model serving", version="1.0.0")
+        return Response(status_code=HTTPStatus.OK, content_type=content_types.APPLICATION_JSON, body=schema)
+
+    routes.append(("GET", "/openapi.json"))
+    register_error_handlers(app, logger=logger, metrics=metrics, max_body_bytes=settings.max_body_bytes, routes=routes)
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+    @tracer.capture_lambda_handler(capture_response=False)  # responses can be large (embeddings); keep traces small
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return app.resolve(event, context)
+
+    return ApiFunction(settings=settings, models=models, app=app, lambda_handler=lambda_handler)

@@ -1,0 +1,131 @@
+"""Where exceptions become HTTP answers, in one place: every error body is {"error": "..."}, 5xx shows no internals."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.metrics import MetricUnit
+
+from functions.api.envelope import (
+    EnvelopeError,
+    MethodNotAllowedError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    check_envelope,
+)
+from functions.runtime.errors import BackendError, InputError, TooManyInstancesError, UnknownModelError
+
+ENVELOPE_STATUS: dict[type[EnvelopeError], HTTPStatus] = {
+    PayloadTooLargeError: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    UnsupportedMediaTypeError: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    MethodNotAllowedError: HTTPStatus.METHOD_NOT_ALLOWED,
+}
+
+
+def route_pattern(rule: str) -> re.Pattern[str]:
+    """A route rule such as /v2/models/<name>/infer as a regex over request paths (one path segment per <param>)."""
+    return re.compile("^" + re.sub(r"<\w+>", "[^/]+", re.escape(rule).replace(r"\<", "<").replace(r"\>", ">")) + "$")
+
+
+def describe_validation_errors(errors: Any) -> str:
+    """Pydantic's problems as one readable line: which field, what is wrong (no Python internals)."""
+    problems = []
+    for problem in errors:
+        location = [str(part) for part in problem.get("loc", ())]
+        kind = problem.get("type", "")
+        if kind == "json_invalid":
+            detail = problem.get("ctx", {}).get("error", "JSON decode error")
+            problems.append(f"malformed JSON body: {detail}")
+            continue
+        if location == ["body"] and kind == "missing":
+            problems.append("request body is required")
+            continue
+        field = ".".join(location[1:] if location[:1] == ["body"] else location) or "body"
+        problems.append(f"{field}: {problem.get('msg', kind)}")
+    return "invalid request: " + "; ".join(problems)
+
+
+def register_error_handlers(
+    app: APIGatewayHttpResolver,
+    *,
+    logger: Logger,
+    metrics: Metrics,
+    max_body_bytes: int,
+    routes: Iterable[tuple[str, str]],
+) -> None:
+    """Map every error to its HTTP answer on `app`; `routes` ((method, rule) pairs) tell a 405 from a 404."""
+    patterns = [(method.upper(), route_pattern(rule)) for method, rule in routes]
+
+    def error_response(status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> Response:
+        metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
+        return Response(
+            status_code=status, content_type=content_types.APPLICATION_JSON, body={"error": message}, headers=headers
+        )
+
+    @app.exception_handler(EnvelopeError)
+    def envelope_error(error: EnvelopeError) -> Response:
+        headers = {"Allow": ", ".join(error.allowed)} if isinstance(error, MethodNotAllowedError) else None
+        return error_response(ENVELOPE_STATUS.get(type(error), HTTPStatus.BAD_REQUEST), str(error), headers)
+
+    def envelope_first(status: HTTPStatus, message: str) -> Response:
+        """Body validation runs before any middleware: the envelope is checked here first, so a 7 MB or non-JSON
+        body answers 413/415 rather than 400."""
+        try:
+            check_envelope(app.current_event, max_body_bytes)
+        except EnvelopeError as envelope:
+            return envelope_error(envelope)
+        return error_response(status, message)
+
+    @app.exception_handler(TooManyInstancesError)
+    def too_many_instances(error: TooManyInstancesError) -> Response:
+        return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(error))
+
+    @app.exception_handler(InputError)
+    def bad_input(error: InputError) -> Response:
+        return error_response(HTTPStatus.BAD_REQUEST, str(error))
+
+    @app.exception_handler(UnknownModelError)
+    def unknown_model(error: UnknownModelError) -> Response:
+        return error_response(HTTPStatus.NOT_FOUND, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(error: RequestValidationError) -> Response:
+        return envelope_first(HTTPStatus.BAD_REQUEST, describe_validation_errors(error.errors()))
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def unsupported_content_type(_: RequestUnsupportedContentType) -> Response:
+        return envelope_first(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported content type; send application/json")
+
+    @app.not_found
+    def route_not_found(_: NotFoundError) -> Response:
+        """404 for unknown paths; 405 (with Allow) when the path exists under other methods."""
+        method = app.current_event.http_method.upper()
+        path = app.current_event.path
+        allowed = sorted({verb for verb, pattern in patterns if pattern.match(path)})
+        if allowed:
+            return envelope_error(MethodNotAllowedError(f"{method} is not allowed on {path}", allowed))
+        return error_response(HTTPStatus.NOT_FOUND, f"no route for {method} {path}")
+
+    @app.exception_handler(BackendError)
+    def backend_failed(error: BackendError) -> Response:
+        logger.exception("inference backend failed")
+        return error_response(HTTPStatus.BAD_GATEWAY, "the model backend failed; see the function logs")
+
+    @app.exception_handler(ServiceError)
+    def service_error(error: ServiceError) -> Response:
+        return error_response(HTTPStatus(error.status_code), str(error.msg))
+
+    @app.exception_handler(Exception)
+    def unexpected(error: Exception) -> Response:
+        logger.exception("unhandled error")
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")

@@ -1,0 +1,50 @@
+"""Batch outputs written with S3 multipart upload: nothing is visible until complete, an abort leaves nothing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+logger = logging.getLogger(__name__)
+
+PART_SIZE = 8 * 1024 * 1024  # S3 parts must be >= 5 MiB except the last
+
+
+class MultipartWriter:
+    """Buffered multipart upload: nothing is visible until `complete`; `abort` leaves no object behind."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, content_type: str = "application/x-ndjson") -> None:
+        self.s3, self.bucket, self.key = s3, bucket, key
+        self.upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)["UploadId"]
+        self.parts: list[dict[str, Any]] = []
+        self.buffer = bytearray()
+        self.bytes_written = 0
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= PART_SIZE:
+            self._upload_part()
+
+    def _upload_part(self) -> None:
+        number = len(self.parts) + 1
+        response = self.s3.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=bytes(self.buffer)
+        )
+        self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        self.bytes_written += len(self.buffer)
+        self.buffer.clear()
+
+    def complete(self) -> None:
+        if self.buffer or not self.parts:
+            self._upload_part()  # the last part may be small (or empty, for a file with no rows of this kind)
+        self.s3.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+        )
+
+    def abort(self) -> None:
+        try:
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        except ClientError:
+            logger.exception("could not abort multipart upload of %s", self.key)
