@@ -52,16 +52,18 @@ def lambda_context() -> LambdaContext:
 @pytest.fixture(scope="session")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny but real model packages, trained and exported by the real pipeline once per test session."""
-    from training.submit import train_local
+    from training.jobs.local_mode import train_local
+    from training.jobs.request import JobRequest
 
     work = tmp_path_factory.mktemp("training")
     built: dict[str, Path] = {}
     for entry in load_catalog().models.values():
-        built[entry.name] = train_local(
+        request = JobRequest.create(
             entry,
             profile="demo",
             overrides=TEST_OVERRIDES.get(entry.name, {}),
             work_dir=work / entry.name,
             package_dir=work / "packages" / entry.name,
         )
+        built[entry.name] = train_local(request)
     return built

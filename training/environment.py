@@ -3,6 +3,8 @@
 Every path can be overridden by an environment variable, which is how local mode runs the same entry point:
 `SM_INPUT_CONFIG_DIR` (hyperparameters.json), `SM_CHANNEL_TRAIN|VALIDATION|TEST`, `SM_MODEL_DIR`,
 `SM_OUTPUT_DATA_DIR` and `SM_CHECKPOINT_DIR` (ours: SageMaker itself always syncs `/opt/ml/checkpoints`).
+Two more are ours: `LOG_LEVEL` (DEBUG brings back the libraries' chatter) and `TRAINING_PROGRESS` (`bar` or
+`lines`; by default a bar when stderr is a terminal), which local mode sets when the driver's output is one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,8 +26,11 @@ DEFAULT_CHANNELS_DIR = Path("/opt/ml/input/data")
 DEFAULT_MODEL_DIR = Path("/opt/ml/model")
 DEFAULT_OUTPUT_DATA_DIR = Path("/opt/ml/output/data")
 DEFAULT_CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
+LOG_LEVEL_VARIABLE = "LOG_LEVEL"
+PROGRESS_VARIABLE = "TRAINING_PROGRESS"
+PROGRESS_BAR, PROGRESS_LINES = "bar", "lines"
 
-# Hyperparameters that describe the job rather than the training run (written by training/submit.py).
+# Hyperparameters that describe the job rather than the training run (JobRequest.hyperparameters, training/jobs/).
 JOB_KEYS = ("model_name", "profile", "job_name")
 
 
@@ -85,6 +91,8 @@ class TrainingEnvironment:
     rank: int
     local_rank: int
     world_size: int
+    log_level: str = "INFO"
+    progress_bar: bool = False  # a tqdm bar instead of a metric line every log_every steps
 
     @property
     def model_name(self) -> str:
@@ -167,4 +175,13 @@ def read_environment(environ: Mapping[str, str] | None = None) -> TrainingEnviro
         rank=_int(env, "RANK", 0),
         local_rank=_int(env, "LOCAL_RANK", 0),
         world_size=_int(env, "WORLD_SIZE", 1),
+        log_level=env.get(LOG_LEVEL_VARIABLE, "") or "INFO",
+        progress_bar=_progress_bar(env),
     )
+
+
+def _progress_bar(environ: Mapping[str, str]) -> bool:
+    progress = environ.get(PROGRESS_VARIABLE, "")
+    if progress not in ("", PROGRESS_BAR, PROGRESS_LINES):
+        raise ContractError(f"environment variable {PROGRESS_VARIABLE} must be {PROGRESS_BAR!r} or {PROGRESS_LINES!r}")
+    return progress == PROGRESS_BAR or (not progress and sys.stderr.isatty())

@@ -7,13 +7,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.runtime.package import Preprocessing, TensorSpec
+from functions.runtime.task_registry import Task
 
 Feeds = dict[str, np.ndarray]
 
 
+class TaskManifest(BaseModel):
+    """The task's part of manifest.json: what the API exposes, its labels, and how serving preprocesses."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: Task
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+    labels: list[str] = Field(default_factory=list)
+    preprocessing: Preprocessing
+
+
 @dataclass(frozen=True)
 class ExportSpec:
-    """Declared once per task (like an Optimum export config), consumed by `training.export.build_package`."""
+    """Declared once per task (like an Optimum export config), consumed by `training.packaging.build_package`."""
 
     # eval-mode wrapper: forward(*inputs in input_names order) -> tensor or tuple in output_names order
     module: torch.nn.Module
@@ -24,8 +40,8 @@ class ExportSpec:
     tolerance: float  # absolute tolerance between PyTorch and ONNX outputs
     validation_feeds: list[Feeds]  # real validation batches for the quantisation gate
     validation_labels: np.ndarray | None  # class ids for classifiers; None for embedders (gate: cosine against fp32)
-    manifest: dict  # the task's part of manifest.json: task, inputs, outputs, labels, preprocessing
     test_feeds: list[Feeds] = field(default_factory=list)  # the shipped graph's test metric (classifiers)
     test_labels: np.ndarray | None = None
     package_files: dict[str, Path] = field(default_factory=dict)  # extra files copied into the package (tokenizer.json)
     transformer: tuple[int, int] | None = None  # (num_heads, hidden_size) for the ORT transformer optimizer
+    manifest: TaskManifest | None = None  # needed to package; a graph exported only to measure it has none

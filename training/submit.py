@@ -1,6 +1,6 @@
 """Train catalog models in local mode or on SageMaker, reusing packages that are already what would be trained.
 
-python -m training.submit --all|--model NAME [--profile demo|full] [--mode local|sagemaker] [--force]
+python -m training.submit --all|--model NAME [--profile demo|full] [--mode local|sagemaker] [--force] [--verbose]
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from catalog import ROOT, ModelEntry, load_catalog
-from functions.runtime.package import PackageError, load_package
-from training.local_mode import Profile, TrainingJobError, train_local
-from training.sagemaker_job import train_on_sagemaker
-
-__all__ = ["Reuse", "TrainingJobError", "check_reuse", "main", "train_local", "train_on_sagemaker"]
+from functions.runtime.package import MANIFEST_FILE, PackageError, load_package, read_manifest
+from training.jobs.local_mode import train_local
+from training.jobs.request import JobRequest, Profile, TrainingJobError
+from training.jobs.sagemaker_job import SageMakerTarget, train_on_sagemaker
 
 WORK_ROOT = ROOT / "build" / "training"
 # Who the job is, not how it trains: these differ between runs of the same training and never block reuse.
@@ -51,7 +50,7 @@ def check_reuse(
 ) -> Reuse:
     """A package is reused only if it verifies and was trained with exactly this profile and these hyperparameters."""
     directory = Path(package_dir) if package_dir else entry.package_dir
-    if not (directory / "manifest.json").is_file():
+    if not (directory / MANIFEST_FILE).is_file():
         return Reuse(directory, False, "no package yet")
     try:
         package = load_package(directory)  # serving's own check: parity passed, every file's size and sha256
@@ -75,23 +74,24 @@ def work_dir_for(entry: ModelEntry, profile: Profile, overrides: Mapping[str, An
     return WORK_ROOT / f"{entry.name}-{profile}-{digest}"
 
 
-def _number(value: Any) -> str:
+def _number(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) and not isinstance(value, bool) else "n/a"
 
 
 def describe_package(package_dir: Path) -> str:
-    """One line a person reads after a run: quality vs baseline, parity, shipped precision, where it is."""
-    manifest = json.loads((package_dir / "manifest.json").read_text())
-    metrics = manifest.get("metrics", {})
+    """One line a person reads after a run: which package, quality vs baseline, parity, shipped precision, where."""
+    manifest = read_manifest(package_dir)
+    metrics = manifest.metrics
     baseline = metrics.get("baseline") or {}
-    parity = manifest.get("parity", {})
     quality = [f"{key}={_number(value)}" for key, value in metrics.items() if key != "baseline"]
     if baseline:
         quality.append(f"baseline {baseline.get('name', '?')} test_accuracy={_number(baseline.get('test_accuracy'))}")
+    parity = manifest.parity
     return (
-        f"{' '.join(quality) or 'no metrics'} | parity {'passed' if parity.get('passed') else 'FAILED'}"
-        f" (max_abs_diff={parity.get('max_abs_diff', 'n/a')}, tol={parity.get('tolerance', 'n/a')})"
-        f" | precision {manifest.get('graph', {}).get('precision', '?')} | {package_dir}"
+        f"{manifest.name} {manifest.version} | {' '.join(quality) or 'no metrics'}"
+        f" | parity {'passed' if parity.passed else 'FAILED'}"
+        f" (max_abs_diff={'n/a' if parity.max_abs_diff is None else f'{parity.max_abs_diff:.3g}'},"
+        f" tol={parity.tolerance}) | precision {manifest.graph.precision} | {package_dir}"
     )
 
 
@@ -105,33 +105,33 @@ def _sagemaker_clients(region: str | None) -> tuple[Any, Any]:
 def train_one(entry: ModelEntry, arguments: argparse.Namespace) -> Path:
     """Reuse the package when it is current, else train it in the chosen mode; prints one summary line."""
     profile: Profile = arguments.profile
-    work_dir = work_dir_for(entry, profile)
+    job = JobRequest.create(
+        entry,
+        profile=profile,
+        work_dir=work_dir_for(entry, profile),
+        processes=arguments.processes,
+        verbose=arguments.verbose,
+    )
     started = time.perf_counter()
-    if not arguments.force:
+    if arguments.force:
+        shutil.rmtree(job.work_dir, ignore_errors=True)  # --force also drops checkpoints a resumed job would pick up
+        reason = "--force"
+    else:
         reuse = check_reuse(entry, profile=profile)
         if reuse.reusable:
             print(f"[{entry.name}] reusing {reuse.package_dir}: {reuse.reason}", flush=True)
             print(f"[{entry.name}] {describe_package(reuse.package_dir)}", flush=True)
             return reuse.package_dir
-        print(f"[{entry.name}] training ({arguments.mode}, profile {profile}): {reuse.reason}", flush=True)
-    else:
-        shutil.rmtree(work_dir, ignore_errors=True)  # --force also drops checkpoints a resumed job would pick up
+        reason = reuse.reason
+    print(f"[{entry.name}] training ({arguments.mode}, profile {profile}): {reason}", flush=True)
     if arguments.mode == "local":
-        package = train_local(entry, profile=profile, work_dir=work_dir, processes=arguments.processes)
+        package = train_local(job)
     else:
         if not arguments.role_arn or not arguments.bucket:
             raise SystemExit("--mode sagemaker needs --role-arn and --bucket (or SAGEMAKER_ROLE_ARN and MODELS_BUCKET)")
         sagemaker, s3 = _sagemaker_clients(arguments.region)
-        package = train_on_sagemaker(
-            entry,
-            profile=profile,
-            sagemaker=sagemaker,
-            s3=s3,
-            role_arn=arguments.role_arn,
-            bucket=arguments.bucket,
-            platform=load_catalog().platform,
-            work_dir=work_dir,
-        )
+        target = SageMakerTarget(role_arn=arguments.role_arn, bucket=arguments.bucket, platform=load_catalog().platform)
+        package = train_on_sagemaker(job, target, sagemaker=sagemaker, s3=s3)
     wall = time.perf_counter() - started
     print(f"[{entry.name}] trained in {wall:.1f} s | {describe_package(package)}", flush=True)
     return package
@@ -149,6 +149,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--role-arn", default=os.environ.get("SAGEMAKER_ROLE_ARN"), help="SageMaker execution role")
     parser.add_argument("--bucket", default=os.environ.get("MODELS_BUCKET"), help="artifacts bucket (SageMaker mode)")
     parser.add_argument("--region", default=None, help="AWS region (default: the boto3 session's)")
+    parser.add_argument(
+        "--verbose", action="store_true", help="the job logs the libraries' chatter too (as LOG_LEVEL=DEBUG does)"
+    )
     return parser.parse_args(argv)
 
 

@@ -1,4 +1,5 @@
-"""The SageMaker training entry point: `python -m training.train`, or `training/train.py` as a script program.
+"""The SageMaker training entry point: `python -m training.train` (SageMaker script mode runs it as a module through
+the source tarball's `train.py` launcher, see training/jobs/sagemaker_job.py).
 
 It reads the toolkit contract (training/environment.py), trains the catalog model named by the `model_name`
 hyperparameter (CUDA + bf16 autocast when present, DDP when WORLD_SIZE > 1), checkpoints and resumes, and has rank 0
@@ -8,14 +9,6 @@ repeat hyperparameters.json and are ignored.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if not __package__:  # run as a script (SageMaker `sagemaker_program`): the source root holds training/ and catalog.py
-    # Replace, not prepend: with training/ itself on the path, training/triton.py would shadow the triton package.
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-import logging
 import math
 import os
 import random
@@ -24,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,31 +26,16 @@ from torch import distributed, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DistributedSampler
-from tqdm import tqdm
 
 from catalog import ModelEntry, Target, load_catalog
+from functions.runtime.package import read_manifest
 from training.environment import Hyperparameters, TrainingEnvironment, read_environment
+from training.job_logging import StepProgress, configure_logging, log_metrics, logger, package_summary
 from training.report import CURVES_FILE, REPORT_FILE, TrainingCurves, plot_curves, write_report
 from training.tasks.base import Evaluation, TrainingTask, load_task
 
-logger = logging.getLogger("training")
-
 CHECKPOINT_FILE = "checkpoint.pt"
 MAX_GRAD_NORM = 1.0
-_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-# For CreateTrainingJob's AlgorithmSpecification.MetricDefinitions: each matches a `name=value` log token.
-METRIC_DEFINITIONS: list[dict[str, str]] = [
-    {"Name": name, "Regex": rf"\b{name}={_NUMBER}"}
-    for name in (
-        "train_loss",
-        "learning_rate",
-        "val_loss",
-        "val_accuracy",
-        "test_loss",
-        "test_accuracy",
-        "baseline_test_accuracy",
-    )
-]
 
 
 @dataclass
@@ -111,7 +90,7 @@ def save_checkpoint(
         "curves": curves.to_dict(),
         "rng": {
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": _numpy_rng_state(),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
@@ -122,28 +101,40 @@ def save_checkpoint(
     os.replace(partial, path)
 
 
+def _numpy_rng_state() -> dict[str, Any]:
+    """NumPy's RNG state as tensors and numbers, which the weights-only unpickler accepts (an ndarray it does not)."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    return {
+        "name": name,
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+
+
+def _set_numpy_rng_state(state: dict[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]))
+
+
 def load_checkpoint(path: Path, *, model_name: str, model: nn.Module, optimizer: Any, scheduler: Any) -> Progress:
     """Restore model, optimiser, schedule, step, curves and RNG state; a fresh Progress when there is none."""
     if not path.is_file():
         return Progress()
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by save_checkpoint
+    # weights_only: checkpoints come back from S3 (SageMaker's checkpoint sync), so they are data, never code
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if state["model_name"] != model_name:
         raise RuntimeError(f"{path} belongs to model {state['model_name']!r}, not {model_name!r}: use another dir")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
+    _set_numpy_rng_state(state["rng"]["numpy"])
     torch.set_rng_state(state["rng"]["torch"])
     if state["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return Progress(step=int(state["step"]), curves=TrainingCurves.from_dict(state["curves"]))
-
-
-def log_metrics(**metrics: float | int) -> None:
-    """One line of `name=value` tokens, the form METRIC_DEFINITIONS scrapes."""
-    tokens = (f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={value}" for key, value in metrics.items())
-    logger.info(" ".join(tokens))
 
 
 def _mean_across_ranks(value: float, device: torch.device) -> float:
@@ -173,11 +164,11 @@ def fit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
     scheduler = LambdaLR(optimizer, linear_schedule(round(hp.warmup_ratio * total_steps), total_steps))
     checkpoint = env.checkpoint_dir / CHECKPOINT_FILE
-    progress = load_checkpoint(
+    resumed = load_checkpoint(
         checkpoint, model_name=task.entry.name, model=model, optimizer=optimizer, scheduler=scheduler
     )
-    curves = progress.curves or TrainingCurves()
-    step = progress.step
+    curves = resumed.curves or TrainingCurves()
+    step = resumed.step
     if step:
         logger.info("resumed from checkpoint %s at step=%d", checkpoint, step)
         if env.rank:
@@ -190,52 +181,52 @@ def fit(
     if env.world_size > 1:
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     trained.train()
-    bar = tqdm(total=total_steps, initial=step, disable=not (env.is_main_process and sys.stderr.isatty()))
+    progress = StepProgress(env, total_steps, initial=step)
     window: list[float] = []
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        batches = [order[start : start + hp.batch_size] for start in range(0, len(order), hp.batch_size)]
-        for indices in batches[step % steps_per_epoch :]:
-            batch = {key: value.to(device) for key, value in task.collate([examples[i] for i in indices]).items()}
-            with autocast(device):
-                loss = task.loss(trained, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            bar.update()
-            window.append(loss.item())
-            if step % hp.log_every == 0 or step == total_steps:
-                train_loss = _mean_across_ranks(sum(window) / len(window), device)
-                window.clear()
-                curves.train_loss.append((step, train_loss))
-                if env.is_main_process:
-                    log_metrics(
-                        step=step, epoch=epoch, train_loss=train_loss, learning_rate=float(scheduler.get_last_lr()[0])
-                    )
-            if env.is_main_process and (step % steps_per_epoch == 0 or step == total_steps):
-                curves.validation.append(_validate(task, model, device, step, epoch))
-            if env.is_main_process and (step % hp.checkpoint_every == 0 or step == total_steps):
-                save_checkpoint(
-                    checkpoint, model_name=task.entry.name, model=model, optimizer=optimizer, scheduler=scheduler,
-                    step=step, curves=curves,
-                )  # fmt: skip
-                logger.info("checkpoint saved at step=%d", step)
-            if step == total_steps:
-                break
-    bar.close()
+    with progress.shown():
+        while step < total_steps:
+            epoch = step // steps_per_epoch
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+            batches = [order[start : start + hp.batch_size] for start in range(0, len(order), hp.batch_size)]
+            for indices in batches[step % steps_per_epoch :]:
+                batch = {key: value.to(device) for key, value in task.collate([examples[i] for i in indices]).items()}
+                with autocast(device):
+                    loss = task.loss(trained, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                progress.advance()
+                window.append(loss.item())
+                if step % hp.log_every == 0 or step == total_steps:
+                    train_loss = _mean_across_ranks(sum(window) / len(window), device)
+                    window.clear()
+                    curves.train_loss.append((step, train_loss))
+                    learning_rate = float(scheduler.get_last_lr()[0])
+                    progress.report(step=step, epoch=epoch, train_loss=train_loss, learning_rate=learning_rate)
+                if env.is_main_process and (step % steps_per_epoch == 0 or step == total_steps):
+                    curves.validation.append(_validate(task, model, device, step, epoch, progress))
+                if env.is_main_process and (step % hp.checkpoint_every == 0 or step == total_steps):
+                    save_checkpoint(
+                        checkpoint, model_name=task.entry.name, model=model, optimizer=optimizer,
+                        scheduler=scheduler, step=step, curves=curves,
+                    )  # fmt: skip
+                    logger.debug("checkpoint saved at step=%d", step)
+                if step == total_steps:
+                    break
     return curves
 
 
-def _validate(task: TrainingTask, model: nn.Module, device: torch.device, step: int, epoch: int) -> dict[str, float]:
+def _validate(
+    task: TrainingTask, model: nn.Module, device: torch.device, step: int, epoch: int, progress: StepProgress
+) -> dict[str, float]:
     evaluation = task.evaluate(model, "validation", device)
     if evaluation is None:
         raise TypeError(f"{type(task).__name__} trains, so it must evaluate")
-    log_metrics(step=step, epoch=epoch, val_loss=evaluation.loss, val_accuracy=evaluation.accuracy)
+    progress.report(step=step, epoch=epoch, val_loss=evaluation.loss, val_accuracy=evaluation.accuracy)
     return {"step": step, "epoch": epoch, "val_loss": evaluation.loss, "val_accuracy": evaluation.accuracy}
 
 
@@ -248,7 +239,7 @@ def finish(
     task: TrainingTask, model: nn.Module, curves: TrainingCurves, env: TrainingEnvironment, device: torch.device
 ) -> Path:
     """Rank 0 only: evaluate, write report and curves, then build the package into SM_MODEL_DIR."""
-    from training.export import build_package  # onnx/onnxruntime are only needed once training is over
+    from training.packaging import build_package  # onnx/onnxruntime are only needed once training is over
 
     entry = task.entry
     metrics: dict[str, Any] = {}
@@ -288,7 +279,7 @@ def finish(
         triton_max_batch_size=entry.sagemaker.max_batch_size if on_sagemaker else None,
         tensorrt=on_sagemaker and entry.sagemaker.tensorrt,
     )
-    logger.info("package written to %s", package)
+    logger.info("package written to %s: %s", package, package_summary(read_manifest(package)))
     return package
 
 
@@ -325,11 +316,7 @@ def run(env: TrainingEnvironment, entry: ModelEntry) -> Path | None:
 
 def main() -> None:
     env = read_environment()
-    logging.basicConfig(
-        level=logging.INFO if env.is_main_process else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stdout,
-    )
+    configure_logging(env.log_level, main_process=env.is_main_process)
     run(env, load_catalog().model(env.model_name))
 
 

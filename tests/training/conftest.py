@@ -1,9 +1,8 @@
-"""Export fixtures: real MiniLM and a small real digits CNN as ExportSpecs, each exported once per session."""
+"""Export fixtures: real MiniLM and a small real digits CNN as ExportSpecs, each packaged once per session."""
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,8 +13,9 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from training.export import build_package
-from training.export_spec import ExportSpec, Feeds
+from functions.runtime.package import Manifest, read_manifest
+from training.export_spec import ExportSpec, Feeds, TaskManifest
+from training.packaging import build_package
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -111,13 +111,15 @@ def embedding_spec() -> ExportSpec:
         tolerance=1e-4,
         validation_feeds=[encode(tokenizer, texts[i : i + 16]) for i in range(8, 72, 16)],
         validation_labels=None,
-        manifest={
-            "task": "sentence-embedding",
-            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, MINILM_HIDDEN]}],
-            "labels": [],
-            "preprocessing": {"max_length": MAX_LENGTH},
-        },
+        manifest=TaskManifest.model_validate(
+            {
+                "task": "sentence-embedding",
+                "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+                "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, MINILM_HIDDEN]}],
+                "labels": [],
+                "preprocessing": {"max_length": MAX_LENGTH},
+            }
+        ),
         package_files={"tokenizer.json": model_dir / "tokenizer.json"},
         transformer=(MINILM_HEADS, MINILM_HIDDEN),
     )
@@ -137,8 +139,8 @@ def embedding_package(embedding_spec: ExportSpec, tmp_path_factory: pytest.TempP
 
 
 @pytest.fixture(scope="session")
-def embedding_manifest(embedding_package: Path) -> dict:
-    return json.loads((embedding_package / "manifest.json").read_text())
+def embedding_manifest(embedding_package: Path) -> Manifest:
+    return read_manifest(embedding_package)
 
 
 class DigitsCNN(torch.nn.Module):
@@ -197,16 +199,39 @@ def digits_spec() -> ExportSpec:
         validation_labels=y_val,
         test_feeds=_batches(x_test, 64),
         test_labels=y_test,
-        manifest={
-            "task": "image-classification",
-            "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 8, 8]}],
-            "outputs": [
-                {"name": "label", "datatype": "BYTES", "shape": [-1]},
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
-            ],
-            "labels": [str(d) for d in range(10)],
-            "preprocessing": {"image_shape": [8, 8], "pixel_scale": 16.0},
-        },
+        manifest=TaskManifest.model_validate(
+            {
+                "task": "image-classification",
+                "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 8, 8]}],
+                "outputs": [
+                    {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+                ],
+                "labels": [str(d) for d in range(10)],
+                "preprocessing": {"image_shape": [8, 8], "pixel_scale": 16.0},
+            }
+        ),
+    )
+
+
+DIGITS_SOURCE = {
+    "base_model": "digits-cnn",
+    "dataset": "sklearn digits",
+    "hyperparameters": {"epochs": 6},
+    "profile": "test",
+}
+
+
+@pytest.fixture(scope="session")
+def digits_package(digits_spec: ExportSpec, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits CNN packaged once per session with the default quantisation gate."""
+    return build_package(
+        digits_spec,
+        tmp_path_factory.mktemp("digits") / "digits",
+        name="digits",
+        version="20261123T090000Z",
+        metrics={"val_accuracy": 0.9},
+        source=DIGITS_SOURCE,
     )
 
 

@@ -126,3 +126,13 @@ def test_model_name_is_required(tmp_path: Path) -> None:
 def test_malformed_rank_is_refused() -> None:
     with pytest.raises(ContractError, match="WORLD_SIZE"):
         read_environment({"SM_HPS": "{}", "WORLD_SIZE": "two"})
+
+
+def test_how_much_the_job_says_is_part_of_the_contract(tmp_path: Path) -> None:
+    quiet = read_environment({"SM_INPUT_CONFIG_DIR": str(tmp_path), "TRAINING_PROGRESS": "lines"})
+    verbose = read_environment({"SM_INPUT_CONFIG_DIR": str(tmp_path), "LOG_LEVEL": "DEBUG", "TRAINING_PROGRESS": "bar"})
+
+    assert (quiet.log_level, quiet.progress_bar) == ("INFO", False)
+    assert (verbose.log_level, verbose.progress_bar) == ("DEBUG", True)
+    with pytest.raises(ContractError, match="TRAINING_PROGRESS"):
+        read_environment({"SM_INPUT_CONFIG_DIR": str(tmp_path), "TRAINING_PROGRESS": "dots"})

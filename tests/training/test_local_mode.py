@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,16 +11,14 @@ import pytest
 from catalog import load_catalog
 from training.datasets import prepare_channels
 from training.environment import Hyperparameters, read_environment
-from training.local_mode import (
-    TrainingJobError,
+from training.jobs.local_mode import (
     entry_point_command,
     exclusive,
-    job_hyperparameters,
-    job_name_for,
-    publish_package,
+    job_process_environment,
     train_local,
     write_job_tree,
 )
+from training.jobs.request import JobRequest, TrainingJobError, job_name_for, publish_package
 
 JOB = "digits-demo-20261123-093000"
 
@@ -28,7 +27,9 @@ JOB = "digits-demo-20261123-093000"
 def digits_tree(tmp_path: Path) -> tuple[Path, dict[str, str], dict]:
     """The job tree for the catalog's digits model with one override, and the SM_* environment pointing into it."""
     entry = load_catalog().model("digits")
-    hyperparameters = job_hyperparameters(entry, "demo", {"epochs": 2}, JOB)
+    hyperparameters = JobRequest.create(
+        entry, profile="demo", overrides={"epochs": 2}, job_name=JOB, work_dir=tmp_path / "job"
+    ).hyperparameters
     channels = prepare_channels(entry, tmp_path / "prepared")
     work = tmp_path / "job"
     env = write_job_tree(work, job_name=JOB, hyperparameters=hyperparameters, channels=channels, processes=1)
@@ -158,8 +159,10 @@ def test_a_job_that_leaves_no_manifest_publishes_nothing(tmp_path: Path) -> None
 def test_a_second_job_in_the_same_folder_is_refused(tmp_path: Path) -> None:
     entry = load_catalog().model("digits")
 
+    job = JobRequest.create(entry, work_dir=tmp_path / "job", package_dir=tmp_path / "packages" / "digits")
+
     with exclusive(tmp_path / "job"), pytest.raises(TrainingJobError, match="another training job is running"):
-        train_local(entry, profile="demo", work_dir=tmp_path / "job", package_dir=tmp_path / "packages" / "digits")
+        train_local(job)
     with exclusive(tmp_path / "job"):  # released again
         assert (tmp_path / "job" / ".lock").is_file()
 
@@ -167,15 +170,49 @@ def test_a_second_job_in_the_same_folder_is_refused(tmp_path: Path) -> None:
 def test_a_failing_job_raises_with_its_output_and_publishes_nothing(tmp_path: Path) -> None:
     # given: a typo in a hyperparameter, which the real entry point refuses
     entry = load_catalog().model("digits")
+    job = JobRequest.create(
+        entry,
+        profile="demo",
+        overrides={"epochz": 3},
+        work_dir=tmp_path / "job",
+        package_dir=tmp_path / "packages" / "digits",
+    )
 
     # when / then
     with pytest.raises(TrainingJobError, match="exited with") as failure:
-        train_local(
-            entry,
-            profile="demo",
-            overrides={"epochz": 3},
-            work_dir=tmp_path / "job",
-            package_dir=tmp_path / "packages" / "digits",
-        )
+        train_local(job)
     assert "epochz" in str(failure.value)
     assert not (tmp_path / "packages" / "digits").exists()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_job_draws_a_bar_only_when_its_output_reaches_a_terminal(tmp_path: Path) -> None:
+    # given
+    job = JobRequest.create(load_catalog().model("digits"), work_dir=tmp_path / "job")
+
+    # when
+    piped = job_process_environment(job, {"SM_MODEL_DIR": "model"}, io.StringIO())
+    shown = job_process_environment(job, {"SM_MODEL_DIR": "model"}, Terminal())
+
+    # then: a pipe gets the metric lines SageMaker scrapes, a terminal a bar sized to it
+    assert piped["TRAINING_PROGRESS"] == "lines"
+    assert shown["TRAINING_PROGRESS"] == "bar"
+    assert int(shown["COLUMNS"]) > 0
+    assert piped["SM_MODEL_DIR"] == "model"
+    assert piped["HF_HUB_OFFLINE"] == "1"
+
+
+def test_verbose_brings_back_the_libraries_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "INFO")
+    entry = load_catalog().model("digits")
+    quiet = JobRequest.create(entry, work_dir=tmp_path / "job")
+    verbose = JobRequest.create(entry, work_dir=tmp_path / "job", verbose=True)
+
+    assert job_process_environment(quiet, {}, io.StringIO())["LOG_LEVEL"] == "INFO"  # the shell's own setting
+    assert job_process_environment(verbose, {}, io.StringIO())["LOG_LEVEL"] == "DEBUG"
+    assert verbose.environment["LOG_LEVEL"] == "DEBUG"
+    assert "LOG_LEVEL" not in quiet.environment

@@ -14,7 +14,8 @@ import pytest
 from catalog import load_catalog
 from functions.runtime.package import load_package
 from training.datasets import prepare_channels, read_images
-from training.local_mode import train_local
+from training.jobs.local_mode import train_local
+from training.jobs.request import JobRequest
 from training.report import CURVES_FILE, REPORT_FILE
 
 pytestmark = pytest.mark.slow
@@ -23,22 +24,26 @@ FAST = {"epochs": 4}
 
 
 @pytest.fixture(scope="module")
-def digits_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
-    """(package folder, job work folder, wall seconds) of one short demo-profile digits job."""
+def digits_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float, str]:
+    """(package folder, job work folder, wall seconds, job output) of one short demo-profile digits job."""
     root = tmp_path_factory.mktemp("digits-local")
+    output = io.StringIO()
     started = time.perf_counter()
     package = train_local(
-        load_catalog().model("digits"),
-        profile="demo",
-        overrides=FAST,
-        work_dir=root / "job",
-        package_dir=root / "models" / "digits",
+        JobRequest.create(
+            load_catalog().model("digits"),
+            profile="demo",
+            overrides=FAST,
+            work_dir=root / "job",
+            package_dir=root / "models" / "digits",
+        ),
+        stream=output,
     )
-    return package, root / "job", time.perf_counter() - started
+    return package, root / "job", time.perf_counter() - started, output.getvalue()
 
 
 def test_the_job_leaves_a_verified_package_where_asked(digits_job) -> None:
-    package_dir, _, wall = digits_job
+    package_dir, _, wall, _ = digits_job
 
     package = load_package(package_dir)
 
@@ -71,7 +76,7 @@ def test_the_shipped_graph_classifies_the_held_out_digits(digits_job, tmp_path: 
 
 
 def test_the_output_dir_has_the_evaluation_report_and_training_curves(digits_job) -> None:
-    _, work, _ = digits_job
+    _, work, _, _ = digits_job
     output = work / "output" / "data"
 
     report = json.loads((output / REPORT_FILE).read_text())
@@ -82,18 +87,37 @@ def test_the_output_dir_has_the_evaluation_report_and_training_curves(digits_job
     assert "precision" in json.dumps(report)
 
 
+def test_the_job_says_what_it_does_and_no_more(digits_job) -> None:
+    package_dir, _, _, log = digits_job
+    manifest = load_package(package_dir).manifest
+
+    # the libraries' chatter stays out (`--verbose` / LOG_LEVEL=DEBUG brings it back)
+    assert "Quantization parameters" not in log
+    assert "symbolic shape inference" not in log
+    assert "export step" not in log
+    # progress as metric lines (the output is not a terminal), and one summary line for the package
+    assert "train_loss=" in log
+    (summary,) = [line for line in log.splitlines() if "package written to" in line]
+    test_accuracy = manifest.metrics["test_accuracy"]
+    assert f"digits {manifest.version} {manifest.graph.precision}, test accuracy {test_accuracy:.4f}" in summary
+    assert "parity max abs diff" in summary
+    assert "=" not in summary.partition("package written to")[2]  # SageMaker scrapes metric lines only
+
+
 def test_two_processes_train_under_torchrun_on_gloo(tmp_path: Path) -> None:
     # given: what SageMaker's torch_distributed launches on a multi-GPU host, here as two CPU processes
     output = io.StringIO()
 
     # when
     package_dir = train_local(
-        load_catalog().model("digits"),
-        profile="demo",
-        overrides={"epochs": 1},
-        work_dir=tmp_path / "job",
-        package_dir=tmp_path / "models" / "digits",
-        processes=2,
+        JobRequest.create(
+            load_catalog().model("digits"),
+            profile="demo",
+            overrides={"epochs": 1},
+            work_dir=tmp_path / "job",
+            package_dir=tmp_path / "models" / "digits",
+            processes=2,
+        ),
         stream=output,
     )
 

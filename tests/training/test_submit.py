@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 import catalog
 from catalog import load_catalog
+from functions.runtime.package import read_manifest, write_package
 from tests.unit.handmade_packages import build_handmade_package
 from training import submit
-from training.local_mode import job_hyperparameters
+from training.jobs.request import JobRequest
 
 
 def _finished_package(directory: Path, *, profile: str = "demo", overrides: dict | None = None) -> Path:
     """A verified digits package whose provenance says it was trained with the catalog's demo settings."""
     entry = load_catalog().model("digits")
     build_handmade_package("digits", directory)
-    manifest_path = directory / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    hyperparameters = job_hyperparameters(entry, profile, overrides, "digits-demo-20261123-093000")  # type: ignore[arg-type]
-    manifest["source"] = {
-        "profile": profile,
-        "hyperparameters": hyperparameters,
-        "job_name": hyperparameters["job_name"],
-    }
-    manifest["metrics"] = {"test_accuracy": 0.98, "val_accuracy": 0.97}
-    manifest_path.write_text(json.dumps(manifest))  # manifest.json itself carries no checksum
+    manifest = read_manifest(directory)
+    job = JobRequest.create(
+        entry,
+        profile=profile,  # type: ignore[arg-type]
+        overrides=overrides,
+        job_name="digits-demo-20261123-093000",
+        work_dir=directory.parent / "work",
+    )
+    hyperparameters = job.hyperparameters
+    source = {"profile": profile, "hyperparameters": hyperparameters, "job_name": hyperparameters["job_name"]}
+    metrics = {"test_accuracy": 0.98, "val_accuracy": 0.97}
+    # manifest.json itself carries no checksum: rewriting it keeps the package verified
+    write_package(directory, manifest.model_copy(update={"source": source, "metrics": metrics}))
     return directory
 
 
@@ -72,9 +75,10 @@ def test_a_tampered_file_is_retrained(tmp_path: Path) -> None:
 
 def test_a_package_whose_parity_failed_is_retrained(tmp_path: Path) -> None:
     package_dir = _finished_package(tmp_path / "digits")
-    manifest = json.loads((package_dir / "manifest.json").read_text())
-    manifest["parity"]["passed"] = False
-    (package_dir / "manifest.json").write_text(json.dumps(manifest))
+    manifest = read_manifest(package_dir)
+    write_package(
+        package_dir, manifest.model_copy(update={"parity": manifest.parity.model_copy(update={"passed": False})})
+    )
 
     reuse = submit.check_reuse(load_catalog().model("digits"), profile="demo", package_dir=package_dir)
 

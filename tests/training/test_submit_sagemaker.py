@@ -16,10 +16,12 @@ from moto import mock_aws
 from catalog import ROOT, load_catalog
 from functions.runtime.package import load_package
 from tests.unit.handmade_packages import build_handmade_package
-from training.local_mode import TrainingJobError
-from training.sagemaker_job import (
+from training.job_logging import METRIC_DEFINITIONS
+from training.jobs.request import JobRequest, TrainingJobError
+from training.jobs.sagemaker_job import (
     LAUNCHER,
     PYTORCH_TRAINING_TAG,
+    SageMakerTarget,
     build_source_tarball,
     collect_training_job,
     create_training_job_request,
@@ -27,7 +29,6 @@ from training.sagemaker_job import (
     train_on_sagemaker,
     training_image_uri,
 )
-from training.train import METRIC_DEFINITIONS
 
 BUCKET = "model-artifacts-test"
 ROLE = "arn:aws:iam::123456789012:role/model-training"
@@ -59,20 +60,18 @@ def _keys(s3: Any, prefix: str) -> list[str]:
     return sorted(item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []))
 
 
-def _start_digits(sagemaker: Any, s3: Any, tmp_path: Path, **kwargs: Any) -> str:
-    catalog = load_catalog()
-    return start_training_job(
-        catalog.model("digits"),
+def _target() -> SageMakerTarget:
+    return SageMakerTarget(role_arn=ROLE, bucket=BUCKET, platform=load_catalog().platform, poll_s=1)
+
+
+def _start_digits(sagemaker: Any, s3: Any, tmp_path: Path) -> str:
+    job = JobRequest.create(
+        load_catalog().model("digits"),
         profile="demo",
-        sagemaker=sagemaker,
-        s3=s3,
-        role_arn=ROLE,
-        bucket=BUCKET,
-        platform=catalog.platform,
         work_dir=tmp_path / "work",
         job_name="digits-demo-20261123-093000",
-        **kwargs,
     )
+    return start_training_job(job, _target(), sagemaker=sagemaker, s3=s3)
 
 
 def test_the_training_job_request_moto_received_is_a_script_mode_pytorch_job(aws, tmp_path: Path) -> None:
@@ -145,6 +144,7 @@ def test_code_and_channels_land_under_the_catalog_prefixes(aws, tmp_path: Path) 
         launcher = tar.extractfile("train.py").read()  # type: ignore[union-attr]
     assert {"train.py", "requirements.txt", "catalog.py", "models.toml", "training/train.py"} <= names
     assert {"training/environment.py", "training/datasets.py", "training/export.py"} <= names
+    assert {"functions/runtime/package.py", "functions/runtime/task_registry.py"} <= names  # the package contract
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     assert requirements.startswith((ROOT / "training" / "requirements.txt").read_text().rstrip("\n"))
     assert "torch==" in requirements
@@ -194,39 +194,28 @@ def test_the_job_model_tar_gz_becomes_a_loadable_package(aws, tmp_path: Path) ->
 
 def test_a_job_without_model_artifacts_fails_loudly(aws, tmp_path: Path) -> None:
     sagemaker, s3, _ = aws
-    catalog = load_catalog()
+    job = JobRequest.create(
+        load_catalog().model("digits"), work_dir=tmp_path / "work", package_dir=tmp_path / "models" / "digits"
+    )
     with pytest.raises(TrainingJobError, match=r"model\.tar\.gz is unreadable"):
-        train_on_sagemaker(
-            catalog.model("digits"),
-            profile="demo",
-            sagemaker=sagemaker,
-            s3=s3,
-            role_arn=ROLE,
-            bucket=BUCKET,
-            platform=catalog.platform,
-            work_dir=tmp_path / "work",
-            package_dir=tmp_path / "models" / "digits",
-            poll_s=1,
-        )
+        train_on_sagemaker(job, _target(), sagemaker=sagemaker, s3=s3)
     assert not (tmp_path / "models" / "digits").exists()
 
 
-def test_several_instances_run_under_torch_distributed_without_spot() -> None:
-    catalog = load_catalog()
-    entry = catalog.model("sentiment")
+def test_several_instances_run_under_torch_distributed_without_spot(tmp_path: Path) -> None:
+    entry = load_catalog().model("sentiment")
     placement = entry.training.model_copy(update={"instance_count": 2, "use_spot": False})
     entry = entry.model_copy(update={"training": placement})
+    job = JobRequest.create(
+        entry, profile="full", overrides={"epochs": 3}, job_name="sentiment-full-1", work_dir=tmp_path / "work"
+    )
 
     request = create_training_job_request(
-        entry,
-        job_name="sentiment-full-1",
-        hyperparameters={"epochs": 3},
-        role_arn=ROLE,
-        bucket=BUCKET,
+        job,
+        _target(),
         region="eu-west-1",
         source_uri=f"s3://{BUCKET}/code.tar.gz",
         channel_uris={},
-        platform=catalog.platform,
         metrics=[],
     )
 
@@ -251,3 +240,18 @@ def test_several_instances_run_under_torch_distributed_without_spot() -> None:
 )
 def test_the_training_image_comes_from_the_regions_registry(region: str, registry: str) -> None:
     assert training_image_uri(region) == f"{registry}/pytorch-training:{PYTORCH_TRAINING_TAG}"
+
+
+def test_a_verbose_job_logs_the_libraries_too(tmp_path: Path) -> None:
+    entry = load_catalog().model("digits")
+    quiet = JobRequest.create(entry, work_dir=tmp_path / "work", job_name="digits-demo-1")
+    verbose = JobRequest.create(entry, work_dir=tmp_path / "work", job_name="digits-demo-2", verbose=True)
+    uris = {"source_uri": f"s3://{BUCKET}/code.tar.gz", "channel_uris": {}, "metrics": []}
+
+    assert "LOG_LEVEL" not in create_training_job_request(quiet, _target(), region=REGION, **uris)["Environment"]
+    assert create_training_job_request(verbose, _target(), region=REGION, **uris)["Environment"] == {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "LOG_LEVEL": "DEBUG",
+    }

@@ -3,6 +3,7 @@ embedding graph against sentence-transformers itself."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,10 @@ import torch
 from tokenizers import Tokenizer
 
 from catalog import Task, load_catalog
+from functions.runtime.task_registry import TASKS
 from training.datasets import prepare_channels
 from training.environment import Hyperparameters
-from training.tasks.base import TASK_MODULES, TrainingTask, load_task
+from training.tasks.base import TrainingTask, load_task
 from training.tasks.sentence_embedding import SentenceEmbedding
 from training.tasks.text import model_path
 from training.tasks.text_classification import TextClassification
@@ -37,9 +39,12 @@ def text_task(tweet_channels: dict[str, Path], tmp_path_factory: pytest.TempPath
 
 
 def test_every_catalog_task_has_a_module() -> None:
-    assert set(TASK_MODULES) == set(Task)
+    assert set(TASKS) == set(Task)
+    for task, traits in TASKS.items():
+        module = importlib.import_module(traits.training_module)
+        assert issubclass(module.TASK, TrainingTask), task
     for entry in load_catalog().models.values():
-        assert entry.task in TASK_MODULES
+        assert entry.task in TASKS
 
 
 def test_text_batches_pad_to_their_own_longest_text(text_task: TrainingTask) -> None:
@@ -78,9 +83,10 @@ def test_text_export_spec_declares_the_graph_with_real_parity_inputs(text_task: 
     assert sum(len(feed["input_ids"]) for feed in spec.validation_feeds) == 48
     assert spec.test_labels is not None
     assert sum(len(feed["input_ids"]) for feed in spec.test_feeds) == len(spec.test_labels)
-    assert spec.manifest["labels"] == ["negative", "neutral", "positive"]
-    assert spec.manifest["preprocessing"] == {"max_length": MAX_LENGTH}
-    assert [output["name"] for output in spec.manifest["outputs"]] == ["label", "probabilities"]
+    assert spec.manifest is not None
+    assert spec.manifest.labels == ["negative", "neutral", "positive"]
+    assert spec.manifest.preprocessing.model_dump(exclude_none=True) == {"max_length": MAX_LENGTH}
+    assert [output.name for output in spec.manifest.outputs] == ["label", "probabilities"]
 
 
 def test_shipped_tokenizer_truncates_and_pads_as_serving_does(text_task: TrainingTask) -> None:

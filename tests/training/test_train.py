@@ -5,29 +5,27 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 import signal
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from catalog import ROOT, load_catalog
+from functions.runtime.package import read_manifest
 from training.datasets import prepare_channels
 from training.environment import read_environment
+from training.job_logging import METRIC_DEFINITIONS, StepProgress, log_metrics
+from training.jobs.sagemaker_job import build_source_tarball
 from training.report import TrainingCurves
 from training.tasks.base import load_task
-from training.train import (
-    CHECKPOINT_FILE,
-    METRIC_DEFINITIONS,
-    fit,
-    linear_schedule,
-    load_checkpoint,
-    log_metrics,
-    save_checkpoint,
-)
+from training.train import CHECKPOINT_FILE, fit, linear_schedule, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -74,6 +72,28 @@ def test_metric_lines_are_scraped_by_the_published_regexes(caplog: pytest.LogCap
     }
 
 
+@pytest.mark.parametrize(("progress", "level"), [("lines", logging.INFO), ("bar", logging.DEBUG)])
+def test_a_bar_replaces_the_metric_lines_on_a_terminal(
+    progress: str, level: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given: a job whose output is a pipe (SageMaker, CI) or a terminal
+    env = read_environment({"SM_CHECKPOINT_DIR": str(tmp_path), "TRAINING_PROGRESS": progress})
+
+    # when
+    with caplog.at_level(logging.DEBUG, logger="training"):
+        steps = StepProgress(env, total_steps=20, initial=0)
+        with steps.shown():
+            steps.advance()
+            steps.report(step=1, epoch=0, train_loss=0.5, learning_rate=1e-3)
+            drawn = not steps.bar.disable
+
+    # then: the same scrape-able line, at INFO only where no bar shows progress
+    assert [(record.levelno, record.getMessage()) for record in caplog.records] == [
+        (level, "step=1 epoch=0 train_loss=0.5 learning_rate=0.001")
+    ]
+    assert drawn is (progress == "bar")
+
+
 def test_schedule_warms_up_then_decays_to_zero() -> None:
     factor = linear_schedule(warmup_steps=10, total_steps=100)
 
@@ -94,6 +114,8 @@ def test_checkpoint_restores_model_optimiser_schedule_and_random_state(tmp_path:
     path = tmp_path / CHECKPOINT_FILE
     save_checkpoint(path, model_name="m", model=model, optimizer=optimizer, scheduler=scheduler, step=1, curves=curves)
     expected_weights, expected_draw = model.weight.detach().clone(), torch.rand(3)
+    expected_numpy_keys = np.random.get_state()[1].tolist()
+    np.random.rand(5)  # moves the state on; the checkpoint must bring it back
 
     with torch.no_grad():
         model.weight.zero_()
@@ -107,9 +129,27 @@ def test_checkpoint_restores_model_optimiser_schedule_and_random_state(tmp_path:
     assert fresh_scheduler.last_epoch == 1
     assert fresh_optimizer.state_dict()["state"][0]["step"] == 1
     assert torch.equal(torch.rand(3), expected_draw)
+    assert np.random.get_state()[1].tolist() == expected_numpy_keys
     assert not path.with_suffix(".partial").exists()
     with pytest.raises(RuntimeError, match="belongs to model 'm'"):
         load_checkpoint(path, model_name="other", model=model, optimizer=fresh_optimizer, scheduler=fresh_scheduler)
+
+
+class RunsCode:
+    """What a tampered checkpoint synced from S3 could hold: an object whose unpickling runs a command."""
+
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo pwned",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(2, 10))
+    path = tmp_path / CHECKPOINT_FILE
+    torch.save({"model_name": "m", "payload": RunsCode()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_checkpoint(path, model_name="m", model=model, optimizer=optimizer, scheduler=scheduler)
 
 
 def test_digits_cnn_reaches_097_with_the_catalog_setting(digit_channels: dict[str, Path], tmp_path: Path) -> None:
@@ -138,10 +178,11 @@ def test_digits_cnn_reaches_097_with_the_catalog_setting(digit_channels: dict[st
 
 
 def test_killed_job_resumes_from_its_checkpoint(digit_channels: dict[str, Path], tmp_path: Path) -> None:
-    # given: a job killed right after its first checkpoint
+    # given: a job killed right after its first checkpoint (a line only a verbose job writes)
     env = job_environment(
         digit_channels, tmp_path, {"epochs": 3, "batch_size": 16, "checkpoint_every": 20, "learning_rate": 0.002}
     )
+    env["LOG_LEVEL"] = "DEBUG"
     first = subprocess.Popen(
         [sys.executable, "-m", "training.train"],
         cwd=ROOT,
@@ -159,10 +200,14 @@ def test_killed_job_resumes_from_its_checkpoint(digit_channels: dict[str, Path],
     assert first.returncode == -signal.SIGKILL
     assert not (tmp_path / "model" / "manifest.json").exists()
 
-    # when: restarted with the same checkpoint dir, as the script SageMaker runs (sagemaker_program=train.py)
+    # when: restarted with the same checkpoint dir, as SageMaker script mode runs it: `python train.py` (the
+    # launcher) in the extracted source tarball (sagemaker_program=train.py)
+    code = tmp_path / "code"
+    with tarfile.open(build_source_tarball(tmp_path / "sourcedir.tar.gz"), "r:gz") as tar:
+        tar.extractall(code, filter="data")
     second = subprocess.run(
-        [sys.executable, str(ROOT / "training" / "train.py")],
-        cwd=tmp_path,
+        [sys.executable, "train.py"],
+        cwd=code,
         env=env,
         capture_output=True,
         text=True,
@@ -181,9 +226,9 @@ def test_killed_job_resumes_from_its_checkpoint(digit_channels: dict[str, Path],
     assert logged_steps
     assert min(logged_steps) > start
     assert max(logged_steps) == total
-    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
-    assert manifest["parity"]["passed"] is True
-    assert manifest["source"]["job_name"] == "digits-test"
+    manifest = read_manifest(tmp_path / "model")
+    assert manifest.parity.passed is True
+    assert manifest.source["job_name"] == "digits-test"
     report = json.loads((tmp_path / "output" / "evaluation.json").read_text())
     assert set(report["splits"]) == {"validation", "test"}
     assert (tmp_path / "output" / "training_curves.png").read_bytes().startswith(b"\x89PNG")
@@ -211,7 +256,6 @@ def test_two_processes_on_gloo_train_one_model(digit_channels: dict[str, Path], 
     assert "world_size=2 steps_per_epoch=8 total_steps=8" in output  # 512 rows / 2 ranks / 32 per batch
     assert output.count("package written to") == 1
     assert len(re.findall(r"\btest_accuracy=", output)) == 1
-    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
-    assert manifest["parity"]["passed"] is True
+    assert read_manifest(tmp_path / "model").parity.passed is True
     assert sorted(path.name for path in (tmp_path / "output").iterdir()) == ["evaluation.json", "training_curves.png"]
     assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == [CHECKPOINT_FILE]

@@ -14,10 +14,10 @@ from tests.unit.handmade_packages import build_packages
 def training_pipeline_available() -> bool:
     """True once the training pipeline's `train_local` (used by the root `packages` fixture) exists."""
     try:
-        submit = importlib.import_module("training.submit")
+        local_mode = importlib.import_module("training.jobs.local_mode")
     except ImportError:
         return False
-    return hasattr(submit, "train_local")
+    return hasattr(local_mode, "train_local")
 
 
 def served_packages(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

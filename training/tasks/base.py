@@ -1,4 +1,4 @@
-"""The one interface the training loop drives, and the lookup from a catalog task to its module.
+"""The one interface the training loop drives, and the lookup from a catalog task to its module (the registry's).
 
 A task module says how to read its channels, build its model, batch examples, evaluate and declare its export;
 the loop in training/train.py (devices, DDP, checkpoints, logging, packaging) is shared by all of them.
@@ -18,19 +18,14 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from catalog import ModelEntry, Task
+from catalog import ModelEntry
+from functions.runtime.package import TensorSpec
+from functions.runtime.task_registry import TASKS
 from training.environment import Hyperparameters
 from training.export_spec import ExportSpec
 
 Batch = dict[str, torch.Tensor]  # model inputs by keyword, plus "labels" for classifiers
 EVAL_BATCH_SIZE = 64
-
-# Imported on demand so that training the CNN never imports transformers.
-TASK_MODULES: dict[Task, str] = {
-    Task.TEXT_CLASSIFICATION: "training.tasks.text_classification",
-    Task.SENTENCE_EMBEDDING: "training.tasks.sentence_embedding",
-    Task.IMAGE_CLASSIFICATION: "training.tasks.image_classification",
-}
 
 
 @dataclass(frozen=True)
@@ -79,12 +74,16 @@ class TrainingTask(ABC):
     def build_model(self) -> nn.Module:
         """The model to train, on the CPU; its forward takes the batch's inputs by keyword."""
 
+    def read_split(self, split: str) -> Sequence[Any]:
+        """Every example of one channel (train, validation, test), indexable."""
+        raise NotImplementedError(f"{type(self).__name__} reads no labelled examples")
+
     def train_examples(self) -> Sequence[Any]:
         """Training rows, indexable; the loop shards and shuffles their indices."""
-        raise NotImplementedError(f"{type(self).__name__} does not train")
+        return self.limit(self.read_split("train"), self.hyperparameters.max_train_samples)
 
     def eval_examples(self, split: str) -> Sequence[Any]:
-        raise NotImplementedError(f"{type(self).__name__} does not evaluate")
+        return self.limit(self.read_split(split), self.hyperparameters.max_eval_samples)
 
     def collate(self, examples: Sequence[Any]) -> Batch:
         raise NotImplementedError(f"{type(self).__name__} does not batch examples")
@@ -120,9 +119,18 @@ class TrainingTask(ABC):
         """What the export step needs: the eval-mode graph module, real parity inputs and the manifest part."""
 
 
+def classifier_outputs(num_labels: int) -> list[TensorSpec]:
+    """What every classifier's API answers: the label and the probability of each class."""
+    return [
+        TensorSpec(name="label", datatype="BYTES", shape=[-1]),
+        TensorSpec(name="probabilities", datatype="FP32", shape=[-1, num_labels]),
+    ]
+
+
 def load_task(
     entry: ModelEntry, hyperparameters: Hyperparameters, channels: Mapping[str, Path], work_dir: Path
 ) -> TrainingTask:
-    module = importlib.import_module(TASK_MODULES[entry.task])
+    # Imported on demand, so that training the CNN never imports transformers.
+    module = importlib.import_module(TASKS[entry.task].training_module)
     task_class: type[TrainingTask] = module.TASK
     return task_class(entry, hyperparameters, channels, work_dir)

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from functions.runtime.package import Preprocessing, TensorSpec
 from training.datasets import read_images
-from training.export_spec import ExportSpec
+from training.export_spec import ExportSpec, TaskManifest
 from training.small_cnn import SmallCNN
-from training.tasks.base import Batch, TrainingTask
+from training.tasks.base import Batch, TrainingTask, classifier_outputs
 
 IMAGE_SHAPE = (8, 8)
 PIXEL_SCALE = 16.0
@@ -24,19 +25,13 @@ Example = tuple[np.ndarray, int]
 
 
 class ImageClassification(TrainingTask):
-    def _rows(self, channel: str, cap: int) -> list[Example]:
-        images, labels = read_images(self.channel(channel))
+    def read_split(self, split: str) -> list[Example]:
+        images, labels = read_images(self.channel(split))
         scaled = (images / PIXEL_SCALE).astype(np.float32)
-        return list(self.limit(list(zip(scaled, labels.tolist(), strict=True)), cap))
+        return list(zip(scaled, labels.tolist(), strict=True))
 
     def build_model(self) -> nn.Module:
         return SmallCNN(len(self.labels))
-
-    def train_examples(self) -> Sequence[Example]:
-        return self._rows("train", self.hyperparameters.max_train_samples)
-
-    def eval_examples(self, split: str) -> Sequence[Example]:
-        return self._rows(split, self.hyperparameters.max_eval_samples)
 
     def collate(self, examples: Sequence[Example]) -> Batch:
         pixels = np.stack([image for image, _ in examples])[:, None, :, :]
@@ -61,16 +56,13 @@ class ImageClassification(TrainingTask):
             validation_labels=np.array([label for _, label in validation], dtype=np.int64),
             test_feeds=[self._feeds(test)],
             test_labels=np.array([label for _, label in test], dtype=np.int64),
-            manifest={
-                "task": self.entry.task.value,
-                "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, *IMAGE_SHAPE]}],
-                "outputs": [
-                    {"name": "label", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.labels)]},
-                ],
-                "labels": list(self.labels),
-                "preprocessing": {"image_shape": list(IMAGE_SHAPE), "pixel_scale": PIXEL_SCALE},
-            },
+            manifest=TaskManifest(
+                task=self.entry.task,
+                inputs=[TensorSpec(name="pixels", datatype="FP32", shape=[-1, *IMAGE_SHAPE])],
+                outputs=classifier_outputs(len(self.labels)),
+                labels=list(self.labels),
+                preprocessing=Preprocessing(image_shape=list(IMAGE_SHAPE), pixel_scale=PIXEL_SCALE),
+            ),
         )
 
 

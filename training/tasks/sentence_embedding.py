@@ -13,8 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from functions.runtime.package import Preprocessing, TensorSpec
 from training.datasets import read_texts
-from training.export_spec import ExportSpec
+from training.export_spec import ExportSpec, TaskManifest
 from training.tasks import text
 from training.tasks.base import Evaluation, TrainingTask
 
@@ -61,13 +62,13 @@ class SentenceEmbedding(TrainingTask):
             tolerance=TOLERANCE,
             validation_feeds=text.feed_batches(self.tokenizer, sentences),
             validation_labels=None,
-            manifest={
-                "task": self.entry.task.value,
-                "inputs": [text.API_TEXT_INPUT],
-                "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, text.HIDDEN_SIZE]}],
-                "labels": [],
-                "preprocessing": {"max_length": self.hyperparameters.max_length},
-            },
+            manifest=TaskManifest(
+                task=self.entry.task,
+                inputs=[text.API_TEXT_INPUT],
+                outputs=[TensorSpec(name="embedding", datatype="FP32", shape=[-1, text.HIDDEN_SIZE])],
+                labels=[],
+                preprocessing=Preprocessing(max_length=self.hyperparameters.max_length),
+            ),
             package_files={"tokenizer.json": text.save_tokenizer(self.tokenizer, self.work_dir)},
             transformer=(text.NUM_HEADS, text.HIDDEN_SIZE),
         )

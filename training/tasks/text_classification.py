@@ -12,10 +12,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from torch import nn
 
+from functions.runtime.package import Preprocessing
 from training.datasets import read_texts
-from training.export_spec import ExportSpec
+from training.export_spec import ExportSpec, TaskManifest
 from training.tasks import text
-from training.tasks.base import Batch, TrainingTask
+from training.tasks.base import Batch, TrainingTask, classifier_outputs
 
 BASELINE_NAME = "tfidf-logreg"
 TOLERANCE = 1e-4
@@ -40,22 +41,15 @@ class TextClassification(TrainingTask):
         super().__init__(*args, **kwargs)
         self.tokenizer = text.load_tokenizer(self.hyperparameters.max_length)
 
-    def _rows(self, channel: str, cap: int) -> list[Example]:
+    def read_split(self, split: str) -> list[Example]:
         ids = {label: index for index, label in enumerate(self.labels)}
-        rows = self.limit(read_texts(self.channel(channel)), cap)
         try:
-            return [(row["text"], ids[row["label"]]) for row in rows]
+            return [(row["text"], ids[row["label"]]) for row in read_texts(self.channel(split))]
         except KeyError as error:
-            raise ValueError(f"channel {channel!r}: label {error} is not one of {self.labels}") from None
+            raise ValueError(f"channel {split!r}: label {error} is not one of {self.labels}") from None
 
     def build_model(self) -> nn.Module:
         return TextClassifier(len(self.labels))
-
-    def train_examples(self) -> Sequence[Example]:
-        return self._rows("train", self.hyperparameters.max_train_samples)
-
-    def eval_examples(self, split: str) -> Sequence[Example]:
-        return self._rows(split, self.hyperparameters.max_eval_samples)
 
     def collate(self, examples: Sequence[Example]) -> Batch:
         batch = text.text_batch(self.tokenizer, [sentence for sentence, _ in examples])
@@ -87,16 +81,13 @@ class TextClassification(TrainingTask):
             validation_labels=np.array([label for _, label in validation], dtype=np.int64),
             test_feeds=text.feed_batches(self.tokenizer, [sentence for sentence, _ in test]),
             test_labels=np.array([label for _, label in test], dtype=np.int64),
-            manifest={
-                "task": self.entry.task.value,
-                "inputs": [text.API_TEXT_INPUT],
-                "outputs": [
-                    {"name": "label", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.labels)]},
-                ],
-                "labels": list(self.labels),
-                "preprocessing": {"max_length": max_length},
-            },
+            manifest=TaskManifest(
+                task=self.entry.task,
+                inputs=[text.API_TEXT_INPUT],
+                outputs=classifier_outputs(len(self.labels)),
+                labels=list(self.labels),
+                preprocessing=Preprocessing(max_length=max_length),
+            ),
             package_files={"tokenizer.json": text.save_tokenizer(self.tokenizer, self.work_dir)},
             transformer=(text.NUM_HEADS, text.HIDDEN_SIZE),
         )

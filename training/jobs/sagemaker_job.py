@@ -7,25 +7,18 @@ from __future__ import annotations
 
 import gzip
 import io
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
-from catalog import ROOT, ModelEntry, Platform
-from training.local_mode import (
-    OFFLINE_ENVIRONMENT,
-    Profile,
-    TrainingJobError,
-    encode_hyperparameters,
-    job_hyperparameters,
-    job_name_for,
-    publish_package,
-)
+from catalog import ROOT, Platform
+from training.job_logging import METRIC_DEFINITIONS
+from training.jobs.request import JobRequest, TrainingJobError, encode_hyperparameters, publish_package
 
 # AWS Deep Learning Container for PyTorch training. 2.5.1 is the newest line built for Python 3.11, the version this
 # project pins; the job pip-installs training/requirements.txt on top, so the job runs our pinned torch.
@@ -63,9 +56,18 @@ import sys
 sys.argv[1:] = []  # the toolkit passes hyperparameters as flags too; the job reads them from hyperparameters.json
 runpy.run_module("training.train", run_name="__main__", alter_sys=True)
 '''
-_REPLICATED = "FullyReplicated"
-# The job's environment matches local mode: data and base models come from the installed offline packages.
-JOB_ENVIRONMENT = OFFLINE_ENVIRONMENT
+
+
+@dataclass(frozen=True)
+class SageMakerTarget:
+    """Where a job runs on AWS: the execution role, the artifacts bucket and its layout, the training image."""
+
+    role_arn: str
+    bucket: str
+    platform: Platform
+    image_uri: str | None = None  # default: the region's PyTorch training DLC
+    poll_s: int = 60
+    volume_size_gb: int = 50
 
 
 def training_image_uri(region: str, tag: str = PYTORCH_TRAINING_TAG) -> str:
@@ -75,17 +77,29 @@ def training_image_uri(region: str, tag: str = PYTORCH_TRAINING_TAG) -> str:
     return f"{account}.dkr.ecr.{region}.{domain}/{PYTORCH_TRAINING_REPOSITORY}:{tag}"
 
 
+# Outside training/, the job reads the catalog and writes through the package contract (torch-free, pydantic only).
+SHARED_SOURCES = (
+    "catalog.py",
+    "models.toml",
+    "functions/__init__.py",
+    "functions/runtime/__init__.py",
+    "functions/runtime/errors.py",
+    "functions/runtime/package.py",
+    "functions/runtime/task_registry.py",
+)
+
+
 def _source_files() -> list[tuple[Path, str]]:
     files = [
         (path, path.relative_to(ROOT).as_posix())
         for path in sorted((ROOT / "training").rglob("*"))
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
     ]
-    return [*files, (ROOT / "catalog.py", "catalog.py"), (ROOT / "models.toml", "models.toml")]
+    return [*files, *((ROOT / name, name) for name in SHARED_SOURCES)]
 
 
 def _container_requirements() -> bytes:
-    """training/requirements.txt, plus pydantic for catalog.py when the file does not already pin it."""
+    """training/requirements.txt, plus pydantic for the catalog and the package contract when it is not pinned."""
     text = (ROOT / "training" / "requirements.txt").read_text()
     if not any(line.strip().lower().startswith("pydantic") for line in text.splitlines()):
         from importlib.metadata import version
@@ -145,29 +159,22 @@ def upload_channels(s3: Any, channels: Mapping[str, Path], *, bucket: str, prefi
 
 def metric_definitions() -> list[dict[str, str]]:
     """The entry point's own regexes for its metric lines, so SageMaker charts what the job prints."""
-    from training.train import METRIC_DEFINITIONS
-
     return [dict(definition) for definition in METRIC_DEFINITIONS]
 
 
 def create_training_job_request(
-    entry: ModelEntry,
+    job: JobRequest,
+    target: SageMakerTarget,
     *,
-    job_name: str,
-    hyperparameters: Mapping[str, Any],
-    role_arn: str,
-    bucket: str,
     region: str,
     source_uri: str,
     channel_uris: Mapping[str, str],
-    platform: Platform,
     metrics: list[dict[str, str]],
-    image_uri: str | None = None,
-    volume_size_gb: int = 50,
 ) -> dict[str, Any]:
     """The CreateTrainingJob request, as the SageMaker Python SDK's PyTorch estimator would send it in script mode."""
+    entry, job_name = job.entry, job.job_name
     placement = entry.training
-    model_prefix = f"s3://{bucket}/{platform.models_prefix}{entry.name}/"
+    model_prefix = f"s3://{target.bucket}/{target.platform.models_prefix}{entry.name}/"
     framework = {
         "sagemaker_program": "train.py",
         "sagemaker_submit_directory": source_uri,
@@ -182,24 +189,24 @@ def create_training_job_request(
         stopping["MaxWaitTimeInSeconds"] = 2 * placement.max_run_s  # room to wait for spot capacity
     request: dict[str, Any] = {
         "TrainingJobName": job_name,
-        "HyperParameters": encode_hyperparameters({**hyperparameters, **framework}),
+        "HyperParameters": encode_hyperparameters({**job.hyperparameters, **framework}),
         "AlgorithmSpecification": {
-            "TrainingImage": image_uri or training_image_uri(region),
+            "TrainingImage": target.image_uri or training_image_uri(region),
             "TrainingInputMode": "File",
             "MetricDefinitions": metrics,
             "EnableSageMakerMetricsTimeSeries": True,
         },
-        "RoleArn": role_arn,
+        "RoleArn": target.role_arn,
         "OutputDataConfig": {"S3OutputPath": f"{model_prefix}training-jobs/"},
         "ResourceConfig": {
             "InstanceType": placement.instance_type,
             "InstanceCount": placement.instance_count,
-            "VolumeSizeInGB": volume_size_gb,
+            "VolumeSizeInGB": target.volume_size_gb,
         },
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": placement.use_spot,
         "CheckpointConfig": {"S3Uri": f"{model_prefix}checkpoints/{job_name}/", "LocalPath": CONTAINER_CHECKPOINT_DIR},
-        "Environment": dict(JOB_ENVIRONMENT),
+        "Environment": job.environment,
         "Tags": [{"Key": "model", "Value": entry.name}],
     }
     if channel_uris:
@@ -261,48 +268,28 @@ def download_package(s3: Any, artifacts_uri: str, package_dir: Path) -> Path:
         return publish_package(extracted, package_dir)
 
 
-def start_training_job(
-    entry: ModelEntry,
-    *,
-    profile: Profile,
-    sagemaker: Any,
-    s3: Any,
-    role_arn: str,
-    bucket: str,
-    platform: Platform,
-    work_dir: Path,
-    overrides: dict[str, Any] | None = None,
-    job_name: str | None = None,
-    image_uri: str | None = None,
-) -> str:
+def start_training_job(job: JobRequest, target: SageMakerTarget, *, sagemaker: Any, s3: Any) -> str:
     """Upload the code and the prepared channels, then CreateTrainingJob; returns the job name."""
-    from training.datasets import prepare_channels
-
-    region = sagemaker.meta.region_name
-    job_name = job_name or job_name_for(entry, profile)
-    work_dir = Path(work_dir).resolve()
-    shutil.rmtree(work_dir / "prepared", ignore_errors=True)
-    channels = prepare_channels(entry, work_dir / "prepared")
-    tarball = build_source_tarball(work_dir / SOURCE_TARBALL)
-    source_key = f"{platform.models_prefix}{entry.name}/training-jobs/{job_name}/source/{SOURCE_TARBALL}"
-    s3.upload_file(str(tarball), bucket, source_key)
-    channel_uris = upload_channels(s3, channels, bucket=bucket, prefix=f"{platform.datasets_prefix}{entry.name}/")
+    entry, platform = job.entry, target.platform
+    channels = job.prepare_channels()
+    tarball = build_source_tarball(job.work_dir / SOURCE_TARBALL)
+    source_key = f"{platform.models_prefix}{entry.name}/training-jobs/{job.job_name}/source/{SOURCE_TARBALL}"
+    s3.upload_file(str(tarball), target.bucket, source_key)
+    dataset_prefix = f"{platform.datasets_prefix}{entry.name}/"
+    channel_uris = upload_channels(s3, channels, bucket=target.bucket, prefix=dataset_prefix)
     request = create_training_job_request(
-        entry,
-        job_name=job_name,
-        hyperparameters=job_hyperparameters(entry, profile, overrides, job_name),
-        role_arn=role_arn,
-        bucket=bucket,
-        region=region,
-        source_uri=f"s3://{bucket}/{source_key}",
+        job,
+        target,
+        region=sagemaker.meta.region_name,
+        source_uri=f"s3://{target.bucket}/{source_key}",
         channel_uris=channel_uris,
-        platform=platform,
         metrics=metric_definitions(),
-        image_uri=image_uri,
     )
     sagemaker.create_training_job(**request)
-    print(f"[{entry.name}] submitted SageMaker training job {job_name} ({entry.training.instance_type})", flush=True)
-    return job_name
+    print(
+        f"[{entry.name}] submitted SageMaker training job {job.job_name} ({entry.training.instance_type})", flush=True
+    )
+    return job.job_name
 
 
 def download_output_data(s3: Any, artifacts_uri: str, output_data_dir: Path) -> bool:
@@ -348,42 +335,15 @@ def collect_training_job(
     return package
 
 
-def train_on_sagemaker(
-    entry: ModelEntry,
-    *,
-    profile: Profile,
-    sagemaker: Any,
-    s3: Any,
-    role_arn: str,
-    bucket: str,
-    platform: Platform,
-    work_dir: Path,
-    package_dir: Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    job_name: str | None = None,
-    image_uri: str | None = None,
-    poll_s: int = 60,
-) -> Path:
+def train_on_sagemaker(job: JobRequest, target: SageMakerTarget, *, sagemaker: Any, s3: Any) -> Path:
     """The whole SageMaker round trip for one model: submit, wait (spot waits included), download the package."""
-    job_name = start_training_job(
-        entry,
-        profile=profile,
-        sagemaker=sagemaker,
-        s3=s3,
-        role_arn=role_arn,
-        bucket=bucket,
-        platform=platform,
-        work_dir=work_dir,
-        overrides=overrides,
-        job_name=job_name,
-        image_uri=image_uri,
-    )
+    job_name = start_training_job(job, target, sagemaker=sagemaker, s3=s3)
     return collect_training_job(
         sagemaker,
         s3,
         job_name,
-        Path(package_dir) if package_dir else entry.package_dir,
-        output_data_dir=Path(work_dir).resolve() / "output" / "data",
-        poll_s=poll_s,
-        timeout_s=2 * entry.training.max_run_s + 600,
+        job.package_dir,
+        output_data_dir=job.work_dir / "output" / "data",
+        poll_s=target.poll_s,
+        timeout_s=2 * job.entry.training.max_run_s + 600,
     )

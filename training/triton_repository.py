@@ -6,9 +6,10 @@ import gzip
 import io
 import tarfile
 from pathlib import Path
-from typing import Any
 
-TRITON_ARCHIVE = "triton/model.tar.gz"
+from functions.runtime.package import TRITON_DIR, Manifest, TensorSpec
+
+TRITON_ARCHIVE = f"{TRITON_DIR}model.tar.gz"
 MAX_QUEUE_DELAY_MICROSECONDS = 2_000
 PREFERRED_BATCH_SIZES = (4, 8, 16, 32, 64, 128)
 TRITON_DATATYPES = {
@@ -21,11 +22,11 @@ TRITON_DATATYPES = {
 }
 
 
-def _tensor_block(tensor: dict[str, Any]) -> str:
+def _tensor_block(tensor: TensorSpec) -> str:
     """One input/output entry; dims leave out the batch dimension, which Triton adds from max_batch_size."""
-    dims = ", ".join(str(d) for d in tensor["shape"][1:])
-    data_type = TRITON_DATATYPES[tensor["datatype"]]
-    return f'  {{\n    name: "{tensor["name"]}"\n    data_type: {data_type}\n    dims: [ {dims} ]\n  }}'
+    dims = ", ".join(str(d) for d in tensor.shape[1:])
+    data_type = TRITON_DATATYPES[tensor.datatype]
+    return f'  {{\n    name: "{tensor.name}"\n    data_type: {data_type}\n    dims: [ {dims} ]\n  }}'
 
 
 def preferred_batch_sizes(max_batch_size: int) -> list[int]:
@@ -33,19 +34,19 @@ def preferred_batch_sizes(max_batch_size: int) -> list[int]:
     return [*sizes, max_batch_size]
 
 
-def triton_config(manifest: dict[str, Any], max_batch_size: int, tensorrt: bool = False) -> str:
+def triton_config(manifest: Manifest, max_batch_size: int, tensorrt: bool = False) -> str:
     """config.pbtxt text for the ONNX Runtime backend, from the graph I/O the manifest records."""
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
-    graph = manifest["graph"]
-    for tensor in (*graph["inputs"], *graph["outputs"]):
-        if not tensor["shape"] or tensor["shape"][0] != -1:
-            raise ValueError(f"tensor {tensor['name']} has no dynamic batch dimension: {tensor['shape']}")
-    inputs = ",\n".join(_tensor_block(t) for t in graph["inputs"])
-    outputs = ",\n".join(_tensor_block(t) for t in graph["outputs"])
+    graph = manifest.graph
+    for tensor in (*graph.inputs, *graph.outputs):
+        if not tensor.shape or tensor.shape[0] != -1:
+            raise ValueError(f"tensor {tensor.name} has no dynamic batch dimension: {tensor.shape}")
+    inputs = ",\n".join(_tensor_block(t) for t in graph.inputs)
+    outputs = ",\n".join(_tensor_block(t) for t in graph.outputs)
     preferred = ", ".join(str(s) for s in preferred_batch_sizes(max_batch_size))
     text = (
-        f'name: "{manifest["name"]}"\n'
+        f'name: "{manifest.name}"\n'
         'platform: "onnxruntime_onnx"\n'
         'backend: "onnxruntime"\n'
         f"max_batch_size: {max_batch_size}\n"
@@ -75,10 +76,10 @@ def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def write_triton_repository(
-    package_dir: Path, manifest: dict[str, Any], graph: Path, max_batch_size: int, *, tensorrt: bool = False
+    package_dir: Path, manifest: Manifest, graph: Path, max_batch_size: int, *, tensorrt: bool = False
 ) -> Path:
     """triton/model.tar.gz holding <name>/config.pbtxt and <name>/1/model.onnx, byte-for-byte reproducible."""
-    name = manifest["name"]
+    name = manifest.name
     target = package_dir / TRITON_ARCHIVE
     target.parent.mkdir(parents=True, exist_ok=True)
     config = triton_config(manifest, max_batch_size, tensorrt).encode()

@@ -13,63 +13,25 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
-from catalog import ROOT, ModelEntry
+from catalog import ROOT
+from training.environment import PROGRESS_BAR, PROGRESS_LINES, PROGRESS_VARIABLE, decode_hyperparameters
+from training.jobs.request import (
+    OFFLINE_ENVIRONMENT,
+    JobRequest,
+    TrainingJobError,
+    encode_hyperparameters,
+    publish_package,
+)
 
-Profile = Literal["full", "demo"]
 ENTRY_MODULE = "training.train"
 HOST = "algo-1"
-# Local mode reads the offline model and data packages, never the network (the SageMaker job sets the same).
-OFFLINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 # The job tail shown when a job fails: enough to see a traceback, not the whole log.
 FAILURE_TAIL_CHARS = 6000
-
-
-class TrainingJobError(RuntimeError):
-    """A training job that exited non-zero or left no package; the message carries the job's last output."""
-
-
-def job_name_for(entry: ModelEntry, profile: str, now: datetime | None = None) -> str:
-    """A SageMaker-valid job name (63 chars, alphanumerics and hyphens) that sorts by time."""
-    suffix = f"-{profile}-{(now or datetime.now(UTC)):%Y%m%d-%H%M%S}"
-    return entry.name[: 63 - len(suffix)] + suffix
-
-
-def job_hyperparameters(
-    entry: ModelEntry, profile: Profile, overrides: Mapping[str, Any] | None, job_name: str
-) -> dict[str, Any]:
-    """The job's own hyperparameters: the catalog's for the profile, the overrides, and who the job is."""
-    return {
-        **entry.hyperparameters_for(profile),
-        **(overrides or {}),
-        "model_name": entry.name,
-        "profile": profile,
-        "job_name": job_name,
-    }
-
-
-def encode_hyperparameters(hyperparameters: Mapping[str, Any]) -> dict[str, str]:
-    """SageMaker's wire shape: every value JSON-encoded into a string (3 -> "3", "x" -> '"x"', True -> "true")."""
-    return {str(key): json.dumps(value) for key, value in hyperparameters.items()}
-
-
-def decode_hyperparameters(encoded: Mapping[str, str]) -> dict[str, Any]:
-    """What the training toolkit puts in SM_HPS: the values decoded, SageMaker's own `sagemaker_*` keys left out."""
-    decoded: dict[str, Any] = {}
-    for key, value in encoded.items():
-        if key.startswith("sagemaker_"):
-            continue
-        try:
-            decoded[key] = json.loads(value)
-        except json.JSONDecodeError:
-            decoded[key] = value  # the toolkit keeps a value that is not JSON as the raw string
-    return decoded
 
 
 def write_job_tree(
@@ -125,7 +87,8 @@ def write_job_tree(
             shutil.copy2(source, target / source.name)
         channel_env[f"SM_CHANNEL_{name.upper()}"] = str(target)
 
-    hps = decode_hyperparameters(encoded)
+    # What the training toolkit puts in SM_HPS: the values decoded, SageMaker's own `sagemaker_*` keys left out.
+    hps = {key: value for key, value in decode_hyperparameters(encoded).items() if not key.startswith("sagemaker_")}
     return {
         "SM_INPUT_DIR": str(work_dir / "input"),
         "SM_INPUT_CONFIG_DIR": str(config_dir),
@@ -176,20 +139,17 @@ def run_entry_point(command: list[str], env: Mapping[str, str], *, stream: TextI
         )
 
 
-def publish_package(model_dir: Path, package_dir: Path) -> Path:
-    """Copy the job's model/ folder to package_dir so readers see the old package or the new one, never half."""
-    if not (model_dir / "manifest.json").is_file():
-        raise TrainingJobError(f"the training job finished but left no manifest.json in {model_dir}")
-    package_dir.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
-    staging = package_dir.with_name(f".{package_dir.name}.new-{token}")
-    retired = package_dir.with_name(f".{package_dir.name}.old-{token}")
-    shutil.copytree(model_dir, staging)
-    if package_dir.exists():
-        package_dir.rename(retired)
-    staging.rename(package_dir)
-    shutil.rmtree(retired, ignore_errors=True)
-    return package_dir
+def job_process_environment(request: JobRequest, sm_env: Mapping[str, str], out: TextIO) -> dict[str, str]:
+    """This process's environment plus the job's: a progress bar when the job's output goes to a terminal."""
+    env = {**OFFLINE_ENVIRONMENT, **os.environ, **sm_env, **request.log_environment, "PYTHONUNBUFFERED": "1"}
+    if out.isatty():
+        env.setdefault(PROGRESS_VARIABLE, PROGRESS_BAR)
+        env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))  # the job's stderr is a pipe, not a tty
+    else:
+        env.setdefault(PROGRESS_VARIABLE, PROGRESS_LINES)
+    if request.processes > 1:
+        env.setdefault("OMP_NUM_THREADS", "1")  # what torchrun sets anyway, without its warning about it
+    return env
 
 
 @contextmanager
@@ -204,35 +164,17 @@ def exclusive(work_dir: Path) -> Iterator[None]:
         yield  # the lock goes with the file descriptor, also when this process dies
 
 
-def train_local(
-    entry: ModelEntry,
-    *,
-    profile: Profile,
-    overrides: dict[str, Any] | None = None,
-    work_dir: Path,
-    package_dir: Path | None = None,
-    processes: int = 1,
-    job_name: str | None = None,
-    stream: TextIO | None = None,
-) -> Path:
-    """Train one catalog model in local mode and leave its package in package_dir (default entry.package_dir)."""
-    from training.datasets import prepare_channels  # the task's data code: imported when a job is prepared
-
-    work_dir = Path(work_dir).resolve()
-    job_name = job_name or job_name_for(entry, profile)
-    with exclusive(work_dir):
-        staged = work_dir / "prepared"
-        shutil.rmtree(staged, ignore_errors=True)
-        channels = prepare_channels(entry, staged)
+def train_local(request: JobRequest, *, stream: TextIO | None = None) -> Path:
+    """Train one catalog model in local mode and publish its package at request.package_dir."""
+    out = stream or sys.stdout
+    with exclusive(request.work_dir):
         sm_env = write_job_tree(
-            work_dir,
-            job_name=job_name,
-            hyperparameters=job_hyperparameters(entry, profile, overrides, job_name),
-            channels=channels,
-            processes=processes,
+            request.work_dir,
+            job_name=request.job_name,
+            hyperparameters=request.hyperparameters,
+            channels=request.prepare_channels(),
+            processes=request.processes,
         )
-        env = {**os.environ, **sm_env, "PYTHONUNBUFFERED": "1"}
-        for key, value in OFFLINE_ENVIRONMENT.items():
-            env.setdefault(key, value)
-        run_entry_point(entry_point_command(processes), env, stream=stream)
-        return publish_package(work_dir / "model", Path(package_dir) if package_dir else entry.package_dir)
+        env = job_process_environment(request, sm_env, out)
+        run_entry_point(entry_point_command(request.processes), env, stream=out)
+        return publish_package(request.work_dir / "model", request.package_dir)
