@@ -6,21 +6,23 @@ Every contender is built with the same explicit thread count (torch.set_num_thre
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import json
 import os
-import sys
-import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from bench.graphs import token_feeds
 from catalog import load_catalog
+from functions.api.app import create_api
+from functions.runtime.models import load_models
+from functions.runtime.settings import Settings
+from local.http_front import build_event
+from local.lambda_context import LambdaContext
 
 CHECKPOINT_FILE = "checkpoint.pt"  # training.train.CHECKPOINT_FILE, in <job work dir>/checkpoints/
 
@@ -28,50 +30,13 @@ CHECKPOINT_FILE = "checkpoint.pt"  # training.train.CHECKPOINT_FILE, in <job wor
 # --------------------------------------------------------------------------------------------- the Lambda handler
 
 
-@dataclass
-class BenchLambdaContext:
-    """The attributes Powertools reads from the Lambda context object."""
-
-    function_name: str = "bench-inference-api"
-    memory_limit_in_mb: int = 2048
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:bench-inference-api"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 25_000
-
-
 def http_event(path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) POST, shaped as API Gateway delivers it to the function."""
-    text = json.dumps(body, separators=(",", ":"))
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {
-            "accept": "application/json",
-            "content-length": str(len(text.encode())),
-            "content-type": "application/json",
-            "host": "bench.execute-api.us-east-1.amazonaws.com",
-            "x-forwarded-proto": "https",
-        },
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "bench",
-            "domainName": "bench.execute-api.us-east-1.amazonaws.com",
-            "domainPrefix": "bench",
-            "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "b"},
-            "requestId": "bench",
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "23/Nov/2026:09:30:00 +0000",
-            "timeEpoch": 1795426200000,
-        },
-        "isBase64Encoded": False,
-        "body": text,
-    }
+    """An API Gateway HTTP API (payload 2.0) POST, built by the local front's own event builder."""
+    text = json.dumps(body, separators=(",", ":")).encode()
+    headers = [("accept", "application/json"), ("content-type", "application/json"), ("content-length", str(len(text)))]
+    return build_event(
+        route_key=f"POST {path}", method="POST", target=path, headers=headers, body=text, source_ip="127.0.0.1"
+    )
 
 
 def infer_event(model: str, input_name: str, data: list[Any] | np.ndarray, datatype: str) -> dict[str, Any]:
@@ -85,62 +50,37 @@ def infer_event(model: str, input_name: str, data: list[Any] | np.ndarray, datat
     return http_event(f"/v2/models/{model}/infer", body)
 
 
-@contextlib.contextmanager
-def serving_environment(models_dir: Path, threads: int) -> Iterator[None]:
-    """The function's environment as the stack sets it, for the duration of the handler's import."""
-    wanted = {
-        "MODELS_DIR": str(models_dir),
-        "MAX_INSTANCES": json.dumps({entry.name: entry.max_instances for entry in load_catalog().models.values()}),
-        "ORT_THREADS": str(threads),
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "Bench",
-        "POWERTOOLS_SERVICE_NAME": "bench",
-        "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
-        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-    }
-    saved = {key: os.environ.get(key) for key in wanted}
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 class ApiHandler:
-    """The realtime function exactly as Lambda runs it: module init once, then `lambda_handler(event, context)`.
+    """The realtime function exactly as Lambda runs it: built once (init), then `lambda_handler(event, context)`.
 
     Powertools prints an EMF metrics line per invocation to stdout; it goes to a sink, as CloudWatch takes it.
     """
 
-    MODULE = "functions.api.handler"
-
     def __init__(self, models_dir: Path, threads: int) -> None:
         self.models_dir = models_dir
         self.threads = threads
-        with serving_environment(models_dir, threads):
-            self.module: ModuleType = (
-                importlib.reload(sys.modules[self.MODULE])
-                if self.MODULE in sys.modules
-                else importlib.import_module(self.MODULE)
-            )
-        self.context = BenchLambdaContext()
+        settings = Settings(
+            models_dir=models_dir,
+            max_instances={entry.name: entry.max_instances for entry in load_catalog().models.values()},
+            ort_threads=threads,
+            service_name="bench",
+            metrics_namespace="Bench",
+        )
+        self.function = create_api(settings, load_models(settings))
+        self.context = LambdaContext(function_name="bench-inference-api", memory_limit_in_mb=2048, timeout_s=25)
         self.sink = io.StringIO()
 
     def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
         self.sink.seek(0)
         self.sink.truncate()
         with contextlib.redirect_stdout(self.sink):
-            response = self.module.lambda_handler(event, self.context)
+            response = self.function.lambda_handler(event, self.context)
         if response["statusCode"] != 200:
             raise RuntimeError(f"handler answered {response['statusCode']}: {response.get('body', '')[:300]}")
         return response
 
     def served_model(self, name: str) -> Any:
-        return self.module.models[name]
+        return self.function.models[name]
 
 
 def response_outputs(response: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -166,11 +106,7 @@ def tokenize(tokenizer_path: Path, max_length: int, texts: Sequence[str]) -> dic
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-    encodings = tokenizer.encode_batch(list(texts))
-    return {
-        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-    }
+    return token_feeds(tokenizer.encode_batch(list(texts)))
 
 
 # --------------------------------------------------------------------------------------------- PyTorch baselines
@@ -191,8 +127,9 @@ def find_checkpoint(package_dir: Path, work_dirs: Sequence[Path]) -> Path | None
     """
     import torch
 
-    manifest = json.loads((package_dir / "manifest.json").read_text())
-    name = manifest["name"]
+    from functions.runtime.package import read_manifest
+
+    name = read_manifest(package_dir).name
     for work_dir in work_dirs:
         candidate = work_dir / "checkpoints" / CHECKPOINT_FILE
         if not candidate.is_file():

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bench.contenders import ApiHandler, SentenceTransformerEncoder, infer_event, raw_session, tokenize
-from bench.graphs import run_graph
+from bench.graphs import run_graph, token_feeds
 from bench.inputs import rows_cycle, test_texts, text_batches
 from bench.packages import PackageSet, demo_packages
 from bench.timing import Timing, time_side_by_side
@@ -47,12 +47,12 @@ def handler_breakdown(packages: PackageSet, iterations: int) -> dict[str, Any]:
     model = handler.served_model("sentiment")
     texts = text_batches(1, 64)
     events = [infer_event("sentiment", "text", t, "BYTES") for t in texts]
-    feeds = [model.processor.prepare({"text": t}).feeds for t in texts]
+    feeds = [model.processor.prepare(t).feeds for t in texts]
     session = model.backend.session
     contenders: dict[str, Callable[[int], Any]] = {
         "raw session.run (pre-tokenised)": lambda i: session.run(None, feeds[i % 64]),
-        "tokenise only (processor.prepare)": lambda i: model.processor.prepare({"text": texts[i % 64]}),
-        "ServedModel.infer (tokenise+run+softmax)": lambda i: model.infer({"text": texts[i % 64]}),
+        "tokenise only (processor.prepare)": lambda i: model.processor.prepare(texts[i % 64]),
+        "ServedModel.infer (tokenise+run+softmax)": lambda i: model.infer(texts[i % 64]),
         "API handler (event in, JSON out)": lambda i: handler(events[i % 64]),
     }
     timings = time_side_by_side(contenders, iterations=iterations, warmup=10)
@@ -121,11 +121,9 @@ def bucketing(packages: PackageSet, rows: int, batch_size: int = 64, window: int
         started, padded = time.perf_counter(), 0
         for start in range(0, len(order), batch_size):
             chunk = [texts[i] for i in order[start : start + batch_size]]
-            encodings = tokenizer.encode_batch(chunk)
-            ids = np.array([e.ids for e in encodings], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-            padded += ids.size
-            session.run(None, {"input_ids": ids, "attention_mask": mask})
+            feeds = token_feeds(tokenizer.encode_batch(chunk))
+            padded += feeds["input_ids"].size
+            session.run(None, feeds)
         return time.perf_counter() - started, padded
 
     file_order = np.arange(len(texts))

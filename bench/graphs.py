@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,6 @@ def _spec(module: Any, example: dict[str, np.ndarray]) -> Any:
         tolerance=1e-4,
         validation_feeds=[],
         validation_labels=None,
-        manifest={},
         transformer=TRANSFORMER,
     )
 
@@ -83,7 +83,8 @@ def build_variants(
     module: Any, example: dict[str, np.ndarray], folder: Path, *, plain_dynamo: bool | None = None
 ) -> GraphVariants:
     """All three graphs of one module; reused when the folder already holds them (same weights key)."""
-    from training.export import export_onnx, optimize_graph, quantize_graph
+    from training.export import export_onnx, optimize_graph
+    from training.quantization import quantize_graph
 
     folder.mkdir(parents=True, exist_ok=True)
     variants = GraphVariants(plain=folder / "plain.onnx", fp32=folder / "fp32.onnx", int8=folder / "int8.onnx")
@@ -98,6 +99,14 @@ def build_variants(
     if not variants.int8.is_file():
         quantize_graph(variants.fp32, variants.int8)
     return variants
+
+
+def token_feeds(encodings: Sequence[Any]) -> dict[str, np.ndarray]:
+    """A text graph's feeds from a batch of `tokenizers` encodings already padded to one length."""
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+    }
 
 
 def run_graph(session: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:

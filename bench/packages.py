@@ -50,7 +50,9 @@ def demo_packages(build_if_missing: bool) -> PackageSet:
 
 def quick_packages(root: Path = QUICK_DIR) -> PackageSet:
     """Tiny real packages from the real pipeline (a few training steps), reused while their settings match."""
-    from training.submit import check_reuse, train_local
+    from training.jobs.local_mode import train_local
+    from training.jobs.request import JobRequest
+    from training.submit import check_reuse
 
     models_dir = root / "models"
     work_dirs = []
@@ -60,7 +62,10 @@ def quick_packages(root: Path = QUICK_DIR) -> PackageSet:
         work_dir = root / "work" / entry.name
         work_dirs.append(work_dir)
         if not check_reuse(entry, profile="demo", overrides=overrides, package_dir=package_dir).reusable:
-            train_local(entry, profile="demo", overrides=overrides, work_dir=work_dir, package_dir=package_dir)
+            request = JobRequest.create(
+                entry, profile="demo", overrides=overrides, work_dir=work_dir, package_dir=package_dir
+            )
+            train_local(request)
     return PackageSet(models_dir=models_dir, work_dirs=tuple(work_dirs), origin="quick: tiny training runs")
 
 

@@ -9,10 +9,13 @@ import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+
+from bench.timing import ratio_of
 
 Comparison = Literal[">=", "<="]
 _COMPARE = {">=": operator.ge, "<=": operator.le}
+RatioOf = Literal["baseline / ours", "ours / baseline"]  # speed-up, or overhead (lower is better)
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class Target:
 class Measurement:
     """One row of the report: our figure, the baseline's, the ratio between them and whether the target holds.
 
-    `ratio` is always computed from measured figures by the caller's `ratio_of`; `met` follows from it, never set.
+    Built by `compare`, which forms `ratio` from the measured figures; `met` follows from it, never set.
     """
 
     item: int  # the issue's numbered item (1..9)
@@ -60,6 +63,55 @@ class Measurement:
         entry["target"] = str(self.target) if self.target else None
         entry["met"] = self.met
         return entry
+
+
+class Figure(Protocol):
+    """A median and a p95 in milliseconds: a `Timing`, or a `MedianP95` for figures measured some other way."""
+
+    @property
+    def median_ms(self) -> float: ...
+
+    @property
+    def p95_ms(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class MedianP95:
+    median_ms: float
+    p95_ms: float | None = None
+
+
+def compare(
+    item: int,
+    name: str,
+    ours: Figure | None,
+    baseline: Figure | None = None,
+    *,
+    baseline_name: str | None = None,
+    ratio: RatioOf | float | None,
+    ratio_means: str,
+    target: Target | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Measurement:
+    """One report row: ours vs the baseline vs the target, the ratio formed from the two medians unless given."""
+    if isinstance(ratio, str):
+        if ours is None or baseline is None:
+            raise ValueError(f"{name}: a ratio of medians needs both figures")
+        ours_ms, baseline_ms = ours.median_ms, baseline.median_ms
+        ratio = ratio_of(baseline_ms, ours_ms) if ratio == "baseline / ours" else ratio_of(ours_ms, baseline_ms)
+    return Measurement(
+        item=item,
+        name=name,
+        median_ms=ours.median_ms if ours else None,
+        p95_ms=ours.p95_ms if ours else None,
+        ratio=ratio,
+        target=target,
+        baseline=baseline_name,
+        baseline_median_ms=baseline.median_ms if baseline else None,
+        baseline_p95_ms=baseline.p95_ms if baseline else None,
+        ratio_means=ratio_means,
+        detail=detail or {},
+    )
 
 
 def machine_description() -> dict[str, Any]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gc
 import itertools
-import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -38,14 +38,17 @@ class Timing:
             min_ms=float(values.min()),
         )
 
-    def per_item_ms(self, items: int) -> float:
-        return self.median_ms / items
-
     def items_per_s(self, items: int) -> float:
         return 1000.0 * items / self.median_ms
 
 
 Workload = Callable[[int], object]  # called with the iteration number, so every contender sees the same input at step i
+T = TypeVar("T")
+
+
+def by_step(inputs: Sequence[T]) -> Callable[[int], T]:
+    """Step i's input, wrapping around: a few real inputs serve any number of iterations in the same order."""
+    return lambda step: inputs[step % len(inputs)]
 
 
 def time_side_by_side(
@@ -76,19 +79,8 @@ def time_side_by_side(
     return {name: Timing.from_samples(values) for name, values in samples.items()}
 
 
-def time_once(run: Callable[[], object]) -> float:
-    """Wall time of one call in milliseconds (throughput runs where one call is the whole job)."""
-    start = time.perf_counter_ns()
-    run()
-    return (time.perf_counter_ns() - start) / 1e6
-
-
-def ratio(numerator_ms: float, denominator_ms: float) -> float:
+def ratio_of(numerator_ms: float, denominator_ms: float) -> float:
     """A speed ratio from two measured medians; guarded so a zero never becomes infinity in the report."""
     if denominator_ms <= 0:
         raise ValueError("cannot form a ratio against a non-positive time")
     return numerator_ms / denominator_ms
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))

@@ -12,8 +12,8 @@ from onnx import TensorProto, helper
 
 from bench import placement
 from bench.peak import matmul_flops
-from bench.report import Measurement, Target, markdown_table, write_report
-from bench.timing import Timing, time_side_by_side
+from bench.report import Measurement, MedianP95, Target, compare, markdown_table, write_report
+from bench.timing import Timing, by_step, time_side_by_side
 from catalog import load_catalog
 
 
@@ -73,6 +73,51 @@ def test_met_follows_from_the_ratio_and_target(comparison: str, value: float, ra
 
 def test_a_measurement_without_target_has_no_verdict() -> None:
     assert Measurement(item=1, name="x", median_ms=1.0, p95_ms=1.0, ratio=2.0, target=None).met is None
+
+
+def test_compare_forms_the_ratio_from_the_two_medians_in_the_direction_asked() -> None:
+    ours, baseline = Timing.from_samples([2.0, 2.0, 4.0]), MedianP95(median_ms=8.0, p95_ms=9.0)
+
+    speed_up = compare(1, "x", ours, baseline, baseline_name="b", ratio="baseline / ours", ratio_means="b / ours")
+    overhead = compare(3, "y", ours, baseline, baseline_name="b", ratio="ours / baseline", ratio_means="ours / b")
+
+    assert speed_up.ratio == pytest.approx(4.0)
+    assert overhead.ratio == pytest.approx(0.25)
+    assert (speed_up.median_ms, speed_up.p95_ms) == (ours.median_ms, ours.p95_ms)
+    assert (speed_up.baseline, speed_up.baseline_median_ms, speed_up.baseline_p95_ms) == ("b", 8.0, 9.0)
+    assert speed_up.ratio_means == "b / ours"
+    assert speed_up.target is None
+    assert speed_up.detail == {}
+
+
+def test_compare_keeps_a_given_ratio_and_leaves_absent_figures_empty() -> None:
+    measurement = compare(7, "payload", None, ratio=0.5, ratio_means="MB / limit", target=Target("<=", 1.0))
+
+    assert measurement.to_json() == {
+        "item": 7,
+        "name": "payload",
+        "median_ms": None,
+        "p95_ms": None,
+        "ratio": 0.5,
+        "target": "<= 1x",
+        "baseline": None,
+        "baseline_median_ms": None,
+        "baseline_p95_ms": None,
+        "ratio_means": "MB / limit",
+        "detail": {},
+        "met": True,
+    }
+
+
+def test_compare_refuses_a_ratio_of_medians_without_both_figures() -> None:
+    with pytest.raises(ValueError, match="needs both figures"):
+        compare(1, "x", MedianP95(1.0), ratio="baseline / ours", ratio_means="")
+
+
+def test_inputs_repeat_in_order_by_step() -> None:
+    input_of = by_step(["a", "b", "c"])
+
+    assert [input_of(step) for step in range(5)] == ["a", "b", "c", "a", "b"]
 
 
 def test_report_files_hold_every_measurement(tmp_path: Path) -> None:

@@ -1,63 +1,23 @@
-"""Batch throughput: a JSONL file of real tweets through the whole S3 batch path on the local stack, vs raw ORT.
+"""The batch-path probe: a JSONL file of real tweets through the whole S3 batch path on the local stack, then raw ORT.
 
 upload → S3 notification → SQS → poller → batch handler → results + summary in S3, timed from the upload to the
-summary. The local stack (moto, poller, handlers) runs in a fresh subprocess so its peak RSS is its own.
+summary. Runs as `python -m bench.probes.batch_path <package dir> <rows> <threads> <rows per call>` in a fresh
+process, so the local stack's (moto, poller, handlers) peak RSS is its own; prints one JSON line.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.memory import RssSampler, peak_rss_mb, rss_mb
+
 MODEL = "sentiment"
 SUMMARY_TIMEOUT_S = 900.0
-RSS_SAMPLE_S = 0.05
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _rss_mb() -> float:
-    return _status_mb("VmRSS")
-
-
-def peak_rss_mb() -> float:
-    """This process's high-water RSS. Not ru_maxrss: Linux carries that across exec from the forked parent."""
-    return _status_mb("VmHWM")
-
-
-class RssSampler:
-    """Peak resident memory while a block runs (ru_maxrss only knows the lifetime peak, init included)."""
-
-    def __init__(self) -> None:
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, _rss_mb())
-            self._stop.wait(RSS_SAMPLE_S)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, _rss_mb())
 
 
 def jsonl_body(texts: list[str]) -> bytes:
@@ -78,7 +38,7 @@ def through_local_stack(package_dir: Path, texts: list[str], threads: int) -> di
     """The full path on the local stack; rows/s from the upload to the summary's appearance."""
     os.environ["ORT_THREADS"] = str(threads)
     from catalog import load_catalog
-    from local import aws
+    from local.clients import client
     from local.config import LocalConfig
     from local.stack import LocalStack
 
@@ -87,17 +47,21 @@ def through_local_stack(package_dir: Path, texts: list[str], threads: int) -> di
     body = jsonl_body(texts)
     with LocalStack(config, {MODEL: package_dir}) as stack:
         assert stack.info is not None
-        s3 = aws.client("s3", stack.info.aws_url)
+        assert stack.batch_function is not None
+        assert stack.batch_function.pid is not None
+        function_pid = stack.batch_function.pid  # the batch function runs in its own process, as in Lambda
+        s3 = client("s3", stack.info.aws_url, stack.info.admin)
         bucket = stack.info.resources.bucket
         key = f"{platform.batch_input_prefix}{MODEL}/bench-{len(texts)}.jsonl"
         summary_key = f"{platform.batch_output_prefix}{MODEL}/bench-{len(texts)}.jsonl.summary.json"
-        rss_before = _rss_mb()
-        with RssSampler() as sampler:
+        rss_before = rss_mb(function_pid)
+        with RssSampler(function_pid) as sampler:
             started = time.perf_counter()
             s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-ndjson")
             summary = _wait_for_summary(s3, bucket, summary_key, SUMMARY_TIMEOUT_S)
             elapsed = time.perf_counter() - started
         results = s3.get_object(Bucket=bucket, Key=summary["outputs"]["results"])["Body"].read().splitlines()
+        function_peak_mb = peak_rss_mb(function_pid)
     if summary["scored"] != len(texts) or len(results) != len(texts):
         raise RuntimeError(f"the batch path scored {summary['scored']} of {len(texts)} rows: {summary}")
     return {
@@ -110,14 +74,13 @@ def through_local_stack(package_dir: Path, texts: list[str], threads: int) -> di
         "rows_per_inference": summary["timings"]["rows_per_inference"],
         "rss_before_mb": round(rss_before, 1),
         "peak_rss_during_batch_mb": round(sampler.peak_mb, 1),
-        "process_peak_rss_mb": round(peak_rss_mb(), 1),
+        "process_peak_rss_mb": round(function_peak_mb, 1),
     }
 
 
 def raw_onnxruntime(package_dir: Path, texts: list[str], threads: int, batch_size: int) -> dict[str, Any]:
     """What a hand-written loop does with the same rows: tokenise a chunk, session.run, next chunk."""
-    import numpy as np
-
+    from bench.graphs import token_feeds
     from functions.runtime.package import load_package
     from functions.runtime.session import create_session
     from functions.runtime.tasks.text import load_tokenizer
@@ -128,35 +91,10 @@ def raw_onnxruntime(package_dir: Path, texts: list[str], threads: int, batch_siz
     names = [tensor.name for tensor in package.manifest.graph.inputs]
     started = time.perf_counter()
     for start in range(0, len(texts), batch_size):
-        encodings = tokenizer.encode_batch(texts[start : start + batch_size])
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype="int64"),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype="int64"),
-        }
+        feeds = token_feeds(tokenizer.encode_batch(texts[start : start + batch_size]))
         session.run(None, {name: feeds[name] for name in names})
     elapsed = time.perf_counter() - started
     return {"rows": len(texts), "elapsed_s": round(elapsed, 3), "rows_per_s": len(texts) / elapsed}
-
-
-@dataclass(frozen=True)
-class BatchPathResult:
-    path: dict[str, Any]
-    raw: dict[str, Any]
-
-    @property
-    def ratio(self) -> float:
-        """Batch-path rows/s over raw rows/s, both measured in this run."""
-        return float(self.path["rows_per_s"] / self.raw["rows_per_s"])
-
-
-def measure(package_dir: Path, rows: int, threads: int, batch_size: int) -> BatchPathResult:
-    """Run both sides in one fresh subprocess (stack first, then raw), so neither inherits the other's memory."""
-    command = [sys.executable, "-m", "bench.batch_path", str(package_dir), str(rows), str(threads), str(batch_size)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"batch-path probe failed:\n{done.stderr[-4000:]}")
-    document = json.loads(done.stdout.strip().splitlines()[-1])
-    return BatchPathResult(path=document["path"], raw=document["raw"])
 
 
 def main(argv: list[str]) -> None:
