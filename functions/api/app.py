@@ -17,8 +17,9 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.api.envelope import MethodNotAllowedError, check_envelope
-from functions.api.errors import register_error_handlers
+from functions.api.body import parse_json_body
+from functions.api.envelope import MethodNotAllowedError, check_envelope, check_response_size
+from functions.api.errors import count_error_answer, register_error_handlers
 from functions.api.v1 import PredictRequest, PredictResponse, v1_instances
 from functions.api.v2 import ModelMetadata, model_metadata, v2_batch, v2_response
 from functions.runtime.errors import UnknownModelError
@@ -51,16 +52,23 @@ class ApiFunction:
     lambda_handler: Handler
 
 
-def json_response(document: dict[str, Any], status: HTTPStatus = HTTPStatus.OK) -> Response[str]:
-    """Serialised once here: a dict body would be walked again by the resolver's encoder (costly for embeddings)."""
+def json_response(
+    document: dict[str, Any], status: HTTPStatus = HTTPStatus.OK, *, max_bytes: int | None = None
+) -> Response[str]:
+    """Serialised once here: a dict body would be walked again by the resolver's encoder (costly for embeddings).
+
+    With `max_bytes`, an answer Lambda could not return is refused (ResponseTooLargeError, a 413) instead.
+    """
     body = json.dumps(document, separators=(",", ":"), allow_nan=False)
+    if max_bytes is not None:
+        check_response_size(body, max_bytes)
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
 def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunction:
     """The resolver with every route and error mapping, and the decorated Lambda handler around it."""
     logger, tracer, metrics = function_telemetry(settings)
-    app = APIGatewayHttpResolver(enable_validation=True)
+    app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=parse_json_body)
     routes: list[tuple[str, str]] = []
 
     def route(method: str, rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -90,8 +98,10 @@ def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunc
         logger.debug("scored", extra={"model": model.name, "batch_size": batch_size})
 
     def readiness(model: ServedModel) -> Response[str]:
-        status = HTTPStatus.OK if model.ready else HTTPStatus.SERVICE_UNAVAILABLE
-        return json_response({"name": model.name, "ready": model.ready}, status)
+        is_ready = model.ready  # for an endpoint model, a cached answer or a probe call
+        return json_response(
+            {"name": model.name, "ready": is_ready}, HTTPStatus.OK if is_ready else HTTPStatus.SERVICE_UNAVAILABLE
+        )
 
     def envelope_middleware(app: APIGatewayHttpResolver, next_middleware: Any) -> Response:
         """Size and content type are checked before the route runs (invalid bodies: see the error handlers)."""
@@ -136,7 +146,7 @@ def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunc
         outputs = requested_outputs(request, model.manifest.outputs)
         inference = model.infer(v2_batch(model, request, settings.max_instances_for(model.name)))
         record_inference(model, inference.batch_size, started)
-        return json_response(v2_response(model, inference, outputs, request.id))
+        return json_response(v2_response(model, inference, outputs, request.id), max_bytes=settings.max_response_bytes)
 
     @route("POST", "/v2/models/<name>/infer", responses=_INFER_RESPONSES)
     def infer(name: str, request: InferRequest) -> Response[str]:
@@ -162,7 +172,7 @@ def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunc
         instances = v1_instances(model, request, settings.max_instances_for(model.name))
         predictions = model.predict_instances(instances)
         record_inference(model, len(instances), started)
-        return json_response({"predictions": predictions.items})
+        return json_response({"predictions": predictions.items}, max_bytes=settings.max_response_bytes)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> Response[str]:
@@ -170,12 +180,15 @@ def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunc
         return Response(status_code=HTTPStatus.OK, content_type=content_types.APPLICATION_JSON, body=schema)
 
     routes.append(("GET", "/openapi.json"))
-    register_error_handlers(app, logger=logger, metrics=metrics, max_body_bytes=settings.max_body_bytes, routes=routes)
+    register_error_handlers(app, logger=logger, max_body_bytes=settings.max_body_bytes, routes=routes)
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
     @tracer.capture_lambda_handler(capture_response=False)  # responses can be large (embeddings); keep traces small
     @metrics.log_metrics(capture_cold_start_metric=True)
     def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return app.resolve(event, context)
+        response = app.resolve(event, context)
+        path = event.get("rawPath") or ""
+        count_error_answer(metrics, response["statusCode"], path, models, settings.service_name)
+        return response
 
     return ApiFunction(settings=settings, models=models, app=app, lambda_handler=lambda_handler)

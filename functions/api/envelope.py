@@ -1,4 +1,5 @@
-"""Checks on the HTTP envelope (size, content type, instance count) that answer before the body is decoded."""
+"""Checks on the HTTP envelope (size, content type, instance count) that answer before the body is decoded, and the
+size of the answer, which must fit Lambda's response payload limit once wrapped in the proxy response."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ class UnsupportedMediaTypeError(EnvelopeError):
     """A body that is not JSON (or uses the Triton binary-tensor extension)."""
 
 
+class ResponseTooLargeError(EnvelopeError):
+    """The answer would not fit Lambda's response limit: Lambda would fail the invocation and the caller get a 502."""
+
+
 class MethodNotAllowedError(EnvelopeError):
     """The path exists, the method does not."""
 
@@ -29,6 +34,8 @@ class MethodNotAllowedError(EnvelopeError):
 
 
 JSON_CONTENT_TYPES = ("application/json",)
+# statusCode, headers, isBase64Encoded and the keys around the body in the proxy response Lambda serialises
+RESPONSE_ENVELOPE_BYTES = 1024
 BINARY_HEADER = "inference-header-content-length"
 
 
@@ -62,4 +69,20 @@ def check_instance_count(model: ServedModel, count: int, max_instances: int) -> 
     if count > max_instances:
         raise TooManyInstancesError(
             f"{count} instances in one request; model {model.name} accepts at most {max_instances}"
+        )
+
+
+def wrapped_size(body: str) -> int:
+    """Bytes of the proxy response Lambda serialises around `body`: an ASCII JSON body (json.dumps escapes the rest)
+    grows by one byte per quote and backslash when it is embedded as a JSON string."""
+    return len(body) + body.count('"') + body.count("\\") + RESPONSE_ENVELOPE_BYTES
+
+
+def check_response_size(body: str, max_response_bytes: int) -> None:
+    """Refuse an answer Lambda could not return, with a message saying how to get one it can."""
+    size = wrapped_size(body)
+    if size > max_response_bytes:
+        raise ResponseTooLargeError(
+            f"the response would be {size} bytes; the limit is {max_response_bytes} bytes "
+            "(Lambda's response payload limit): send fewer instances or request fewer outputs"
         )

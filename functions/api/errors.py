@@ -1,9 +1,10 @@
-"""Where exceptions become HTTP answers, in one place: every error body is {"error": "..."}, 5xx shows no internals."""
+"""Where exceptions become HTTP answers, in one place: every error body is {"error": "..."}, 5xx shows no internals;
+and where every 4xx/5xx answered is counted, since a handled exception never reaches Lambda's own Errors metric."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -16,20 +17,44 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.metrics import MetricUnit
 
+from functions.api.body import is_undecodable_body
 from functions.api.envelope import (
     EnvelopeError,
     MethodNotAllowedError,
     PayloadTooLargeError,
+    ResponseTooLargeError,
     UnsupportedMediaTypeError,
     check_envelope,
 )
-from functions.runtime.errors import BackendError, InputError, TooManyInstancesError, UnknownModelError
+from functions.runtime.errors import (
+    BackendError,
+    BackendTimeoutError,
+    InputError,
+    TooManyInstancesError,
+    UnknownModelError,
+)
 
 ENVELOPE_STATUS: dict[type[EnvelopeError], HTTPStatus] = {
     PayloadTooLargeError: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    ResponseTooLargeError: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaTypeError: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     MethodNotAllowedError: HTTPStatus.METHOD_NOT_ALLOWED,
 }
+SERVER_ERRORS = "ServerErrors"  # Count of 5xx answered: what the stacks alarm on
+CLIENT_ERRORS = "ClientErrors"  # Count of 4xx answered
+MODEL_PATH = re.compile(r"^/v[12]/models/([^/:]+)")
+
+
+def count_error_answer(metrics: Metrics, status: int, path: str, models: Container[str], service: str) -> None:
+    """One ServerErrors (5xx) or ClientErrors (4xx), whatever produced the answer; dimensions [service], plus
+    [service, model] when the path names a served model (only served names: callers must not mint dimensions)."""
+    if status < 400:
+        return
+    named = MODEL_PATH.match(path)
+    if named and named.group(1) in models:
+        metrics.add_dimension(name="model", value=named.group(1))
+        metrics.add_dimensions(service=service)
+    metrics.add_metric(name=SERVER_ERRORS if status >= 500 else CLIENT_ERRORS, unit=MetricUnit.Count, value=1)
 
 
 def route_pattern(rule: str) -> re.Pattern[str]:
@@ -59,7 +84,6 @@ def register_error_handlers(
     app: APIGatewayHttpResolver,
     *,
     logger: Logger,
-    metrics: Metrics,
     max_body_bytes: int,
     routes: Iterable[tuple[str, str]],
 ) -> None:
@@ -67,7 +91,6 @@ def register_error_handlers(
     patterns = [(method.upper(), route_pattern(rule)) for method, rule in routes]
 
     def error_response(status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> Response:
-        metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
         return Response(
             status_code=status, content_type=content_types.APPLICATION_JSON, body={"error": message}, headers=headers
         )
@@ -121,6 +144,11 @@ def register_error_handlers(
         logger.exception("inference backend failed")
         return error_response(HTTPStatus.BAD_GATEWAY, "the model backend failed; see the function logs")
 
+    @app.exception_handler(BackendTimeoutError)
+    def backend_timed_out(error: BackendTimeoutError) -> Response:
+        logger.exception("inference backend timed out")
+        return error_response(HTTPStatus.GATEWAY_TIMEOUT, "the model endpoint did not answer in time; try again")
+
     @app.exception_handler(ServiceError)
     def service_error(error: ServiceError) -> Response:
         return error_response(HTTPStatus(error.status_code), str(error.msg))
@@ -129,3 +157,11 @@ def register_error_handlers(
     def unexpected(error: Exception) -> Response:
         logger.exception("unhandled error")
         return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+
+    @app.exception_handler(UnicodeDecodeError)
+    def undecodable(error: UnicodeDecodeError) -> Response:
+        """API Gateway base64-encodes a body that is not UTF-8 text; Powertools fails decoding it before validation."""
+        if not is_undecodable_body(app.current_event, error):
+            return unexpected(error)
+        message = f"malformed JSON body: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})"
+        return envelope_first(HTTPStatus.BAD_REQUEST, message)

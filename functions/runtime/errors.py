@@ -25,6 +25,10 @@ class BackendError(ServingError):
     """The inference backend (ONNX Runtime or a SageMaker endpoint) failed: a server-side error."""
 
 
+class BackendTimeoutError(BackendError):
+    """The SageMaker endpoint did not answer within the client's timeouts (every attempt): a gateway timeout."""
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """Pydantic's problems as one line a person can act on: which field, what is wrong (no Python internals)."""
     return "; ".join(

@@ -6,12 +6,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import numpy as np
 
-from functions.runtime.backends import InferenceBackend, OnnxBackend, SageMakerBackend
-from functions.runtime.errors import UnknownModelError
+from functions.runtime.backends import InferenceBackend, OnnxBackend
+from functions.runtime.endpoint import SageMakerBackend, chunk_workers, endpoint_client_config
+from functions.runtime.errors import BackendError, UnknownModelError
 from functions.runtime.package import (
     MANIFEST_FILE,
     Manifest,
@@ -25,6 +27,11 @@ from functions.runtime.settings import Settings
 from functions.runtime.tasks import TaskProcessor, processor_for
 
 logger = logging.getLogger(__name__)
+
+# How long a remote model's readiness stands before it is asked again: a success (a probe or any real call), and a
+# failure, which is re-asked sooner so a recovered endpoint is seen recovered.
+READY_TTL_S = 30.0
+NOT_READY_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,9 @@ class ServedModel:
         self.package = package
         self.processor = processor
         self.backend = backend
-        self.ready = False
+        self.warmed = False
+        self._remote_ready = False
+        self._remote_ready_until = 0.0  # monotonic() when the remote answer goes stale
 
     @property
     def name(self) -> str:
@@ -73,6 +82,24 @@ class ServedModel:
     def input_name(self) -> str:
         return self.processor.input_name
 
+    @property
+    def ready(self) -> bool:
+        """In process: warmed up at init. On an endpoint: what a recent call said, else a small probe call (cached),
+        so a front whose endpoint is down or still creating reports not ready."""
+        if not self.backend.remote:
+            return self.warmed
+        if monotonic() >= self._remote_ready_until:
+            try:
+                self.infer(self.processor.example_batch())
+            except BackendError as error:
+                logger.warning("model %s: endpoint not ready: %s", self.name, error)
+                self._remote_answered(ready=False)
+        return self._remote_ready
+
+    def _remote_answered(self, *, ready: bool) -> None:
+        self._remote_ready = ready
+        self._remote_ready_until = monotonic() + (READY_TTL_S if ready else NOT_READY_TTL_S)
+
     def check_batch(self, value: Any) -> Any:
         return self.processor.check_batch(value)
 
@@ -83,6 +110,8 @@ class ServedModel:
         """Score a checked batch; raises BackendError when the graph's runner fails."""
         prepared = self.processor.prepare(batch)
         outputs = self.processor.finish(self.backend.run(prepared.feeds))
+        if self.backend.remote:
+            self._remote_answered(ready=True)
         return Inference(outputs=outputs, batch_size=prepared.batch_size, truncated=prepared.truncated)
 
     def predict(self, batch: Any) -> dict[str, np.ndarray]:
@@ -97,7 +126,7 @@ class ServedModel:
     def warm_up(self) -> None:
         """One real run at init, so the first request does not pay for lazy allocations."""
         self.infer(self.processor.example_batch())
-        self.ready = True
+        self.warmed = True
 
 
 def package_dirs(models_dir: Path) -> list[Path]:
@@ -110,25 +139,30 @@ def package_dirs(models_dir: Path) -> list[Path]:
 
 
 def load_model(package: ModelPackage, settings: Settings, sagemaker_client: Any = None) -> ServedModel:
-    """One served model; the backend is the SageMaker endpoint when SAGEMAKER_ENDPOINTS names this model."""
+    """One served model; the backend is the SageMaker endpoint when SAGEMAKER_ENDPOINTS names this model.
+
+    An endpoint model is not warmed from here (a cold start should not wait on the network): its readiness is asked
+    when someone asks for it, or learnt from its first call.
+    """
     processor = processor_for(package)
     endpoint = settings.sagemaker_endpoints.get(package.name)
-    backend: InferenceBackend
-    if endpoint:
-        if sagemaker_client is None:
-            import boto3  # only functions with a SageMaker-placed model need the client
-
-            sagemaker_client = boto3.client("sagemaker-runtime")
-        backend = SageMakerBackend(sagemaker_client, endpoint, processor.graph_output_names)
-    else:
+    if not endpoint:
         session = create_session(package.graph_path, settings.intra_op_threads)
-        backend = OnnxBackend(session, processor.graph_output_names)
-    model = ServedModel(package, processor, backend)
-    if endpoint:
-        model.ready = True  # a cold endpoint is not warmed from here; its own health check covers it
-    else:
+        model = ServedModel(package, processor, OnnxBackend(session, processor.graph_output_names))
         model.warm_up()
-    return model
+        return model
+    max_batch = settings.sagemaker_max_batch.get(package.name)
+    largest = max(settings.max_instances_for(package.name), settings.batch_rows_per_inference)
+    workers = chunk_workers(largest, max_batch)
+    if sagemaker_client is None:
+        import boto3  # only functions with a SageMaker-placed model need the client
+
+        config = endpoint_client_config(settings.function_timeout_s, max_connections=max(10, workers))
+        sagemaker_client = boto3.client("sagemaker-runtime", config=config)
+    backend = SageMakerBackend(
+        sagemaker_client, endpoint, processor.graph_output_names, max_batch=max_batch, workers=workers
+    )
+    return ServedModel(package, processor, backend)
 
 
 def load_models(settings: Settings, sagemaker_client: Any = None) -> dict[str, ServedModel]:

@@ -16,12 +16,14 @@ from functions.runtime.errors import describe_validation_error
 
 DEFAULT_MODELS_DIR = Path("/var/task/models")
 DEFAULT_MAX_INSTANCES = 64
-LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024  # synchronous invocation payload limit
+LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024  # synchronous invocation payload limit, each way
+DEFAULT_FUNCTION_TIMEOUT_S = 25.0  # the API function's (below the HTTP API's 30 s integration limit)
 
 # field -> environment variable; the JSON ones carry maps
 VARIABLES: dict[str, str] = {
     "models_dir": "MODELS_DIR",
     "sagemaker_endpoints": "SAGEMAKER_ENDPOINTS",
+    "sagemaker_max_batch": "SAGEMAKER_MAX_BATCH",
     "max_instances": "MAX_INSTANCES",
     "ort_threads": "ORT_THREADS",
     "batch_bucket": "BATCH_BUCKET",
@@ -29,12 +31,14 @@ VARIABLES: dict[str, str] = {
     "batch_output_prefix": "BATCH_OUTPUT_PREFIX",
     "batch_rows_per_inference": "BATCH_ROWS_PER_INFERENCE",
     "max_body_bytes": "MAX_BODY_BYTES",
+    "max_response_bytes": "MAX_RESPONSE_BYTES",
+    "function_timeout_s": "FUNCTION_TIMEOUT_S",
     "service_name": "POWERTOOLS_SERVICE_NAME",
     "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",
     "metrics_enabled": "METRICS_ENABLED",
     "log_level": "POWERTOOLS_LOG_LEVEL",
 }
-JSON_FIELDS = frozenset({"sagemaker_endpoints", "max_instances"})
+JSON_FIELDS = frozenset({"sagemaker_endpoints", "sagemaker_max_batch", "max_instances"})
 
 
 class SettingsError(ValueError):
@@ -48,6 +52,8 @@ class Settings(BaseModel):
 
     models_dir: Path = DEFAULT_MODELS_DIR
     sagemaker_endpoints: dict[str, str] = Field(default_factory=dict)
+    # model -> the endpoint's Triton max_batch_size ([models.<name>.sagemaker] max_batch_size): requests are chunked
+    sagemaker_max_batch: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     max_instances: dict[str, Annotated[int, Field(ge=1)]] | Annotated[int, Field(ge=1)] = DEFAULT_MAX_INSTANCES
     ort_threads: Annotated[int, Field(ge=1)] | None = None
     batch_bucket: str | None = None
@@ -55,6 +61,9 @@ class Settings(BaseModel):
     batch_output_prefix: str = "batch/output/"
     batch_rows_per_inference: Annotated[int, Field(ge=1, le=4096)] = 64
     max_body_bytes: Annotated[int, Field(ge=1)] = LAMBDA_PAYLOAD_LIMIT_BYTES
+    max_response_bytes: Annotated[int, Field(ge=1)] = LAMBDA_PAYLOAD_LIMIT_BYTES
+    # the function's own timeout: endpoint calls (timeouts x attempts) are sized to end before it
+    function_timeout_s: Annotated[float, Field(ge=1, le=900)] = DEFAULT_FUNCTION_TIMEOUT_S  # Lambda's range
     service_name: str = "model-serving"
     metrics_namespace: str = "ModelServing"
     metrics_enabled: bool = True  # off: EMF documents go to the debug log instead of stdout (the local stack)

@@ -29,6 +29,8 @@ NUMPY_DTYPES: dict[str, type] = {
     "FP64": np.float64,
     "BYTES": np.object_,
 }
+# A model has a handful of outputs: a longer `outputs` list is refused by the schema (repeats are answered once).
+MAX_REQUESTED_OUTPUTS = 64
 V2_DATATYPES: dict[np.dtype, str] = {np.dtype(dtype): name for name, dtype in NUMPY_DTYPES.items() if name != "BYTES"}
 
 
@@ -57,7 +59,7 @@ class InferRequest(BaseModel):
     id: str | None = None
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput] = Field(min_length=1)
-    outputs: list[RequestOutput] | None = None
+    outputs: list[RequestOutput] | None = Field(default=None, max_length=MAX_REQUESTED_OUTPUTS)
 
 
 class ResponseOutput(BaseModel):
@@ -78,13 +80,16 @@ class InferResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
-def _flatten(data: list[Any]) -> list[Any]:
-    """Row-major flattening: the spec allows nested arrays as well as flat data."""
+def _flatten(data: list[Any], rank: int) -> list[Any]:
+    """Row-major flattening (the spec allows nested arrays as well as flat data), never deeper than the tensor's rank:
+    deeper nesting is a ValueError, not a recursion as deep as the caller cares to nest."""
     if not any(isinstance(item, list) for item in data):
         return data
+    if rank <= 1:
+        raise ValueError("data is nested deeper than its shape")
     flat: list[Any] = []
     for item in data:
-        flat.extend(_flatten(item) if isinstance(item, list) else [item])
+        flat.extend(_flatten(item, rank - 1) if isinstance(item, list) else [item])
     return flat
 
 
@@ -100,7 +105,10 @@ def decode_input(tensor: RequestInput, spec: TensorSpec) -> Any:
         raise InputError(f"input {tensor.name!r}: shape {tensor.shape} has a negative dimension")
     if tensor.shape[0] == 0:
         raise InputError(f"input {tensor.name!r}: no instances (shape {tensor.shape})")
-    data = _flatten(tensor.data)
+    try:
+        data = _flatten(tensor.data, len(tensor.shape))
+    except ValueError as error:
+        raise InputError(f"input {tensor.name!r}: {error} {tensor.shape}") from None
     if len(data) != math.prod(tensor.shape):
         raise InputError(
             f"input {tensor.name!r}: shape {tensor.shape} needs {math.prod(tensor.shape)} values, got {len(data)}"
@@ -111,7 +119,11 @@ def decode_input(tensor: RequestInput, spec: TensorSpec) -> Any:
         return data
     if not all(isinstance(item, int | float) and not isinstance(item, bool) for item in data):
         raise InputError(f"input {tensor.name!r}: {spec.datatype} data must be numbers")
-    return np.asarray(data, dtype=NUMPY_DTYPES[spec.datatype]).reshape(tensor.shape)
+    try:
+        with np.errstate(over="ignore"):  # floats beyond FP32 become inf; the task says what range it takes
+            return np.asarray(data, dtype=NUMPY_DTYPES[spec.datatype]).reshape(tensor.shape)
+    except OverflowError:
+        raise InputError(f"input {tensor.name!r}: a value is out of range for {spec.datatype}") from None
 
 
 def encode_output(name: str, array: np.ndarray) -> dict[str, Any]:
@@ -127,8 +139,8 @@ def decode_output(tensor: dict[str, Any]) -> np.ndarray:
     """A v2 response tensor (from Triton) as a numpy array of its declared datatype and shape."""
     try:
         dtype = NUMPY_DTYPES[tensor["datatype"]]
-        return np.asarray(_flatten(tensor["data"]), dtype=dtype).reshape(tensor["shape"])
-    except (KeyError, TypeError, ValueError) as error:
+        return np.asarray(_flatten(tensor["data"], len(tensor["shape"])), dtype=dtype).reshape(tensor["shape"])
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
         raise ValueError(f"not a v2 output tensor: {error}") from None
 
 
@@ -150,11 +162,12 @@ def decode_inputs(request: InferRequest, specs: Sequence[TensorSpec]) -> dict[st
 
 
 def requested_outputs(request: InferRequest, specs: Sequence[TensorSpec]) -> list[str]:
-    """The outputs the caller asked for (every declared output by default), or an InputError naming an unknown one."""
+    """The outputs the caller asked for, each once (every declared output by default), or an InputError naming an
+    unknown one."""
     known = [spec.name for spec in specs]
     if not request.outputs:
         return known
-    names = [output.name for output in request.outputs]
+    names = list(dict.fromkeys(output.name for output in request.outputs))  # each once, in the order asked
     unknown = [name for name in names if name not in known]
     if unknown:
         raise InputError(f"unknown output(s) {', '.join(map(repr, unknown))}; the model has {', '.join(known)}")

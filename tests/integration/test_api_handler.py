@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -12,29 +13,56 @@ import pytest
 from functions.api.app import ApiFunction
 from functions.runtime.errors import BackendError
 
-Call = Callable[..., tuple[int, Any, dict[str, str]]]
+Answer = tuple[int, Any, dict[str, str]]
+Call = Callable[..., Answer]
+
+
+def api_event(
+    template: dict[str, Any],
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    raw: str | bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A real payload-2.0 event rewritten to the given request; a body that is not UTF-8 goes base64-encoded, as
+    API Gateway sends it."""
+    event = json.loads(json.dumps(template))
+    event["rawPath"] = path
+    event["requestContext"]["http"].update(method=method, path=path)
+    data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+    if data is not None:
+        encoded = data.encode() if isinstance(data, str) else data
+        try:
+            event["body"] = encoded.decode()
+        except UnicodeDecodeError:
+            event["body"], event["isBase64Encoded"] = base64.b64encode(encoded).decode(), True
+        event["headers"]["content-type"] = "application/json"
+        event["headers"]["content-length"] = str(len(encoded))
+    event["headers"].update(headers or {})
+    return event
+
+
+def answer_of(function: ApiFunction, event: dict[str, Any], context: Any) -> Answer:
+    """Invoke the handler; the body must be JSON whatever the status."""
+    response = function.lambda_handler(event, context)
+    return response["statusCode"], json.loads(response["body"]), response.get("headers", {})
+
+
+def api_caller(function: ApiFunction, template: dict[str, Any], context: Any) -> Call:
+    """call(method, path, body, raw=..., headers=...): `function` invoked with `template` rewritten to that request."""
+
+    def invoke(method: str, path: str, body: Any = None, **options: Any) -> Answer:
+        return answer_of(function, api_event(template, method, path, body, **options), context)
+
+    return invoke
 
 
 @pytest.fixture
 def call(api_handler: ApiFunction, load_event: Callable[[str], dict], lambda_context: Any) -> Call:
     """Invoke the handler with a real payload-2.0 event rewritten to the given method, path, body and headers."""
-
-    def invoke(
-        method: str, path: str, body: Any = None, *, raw: str | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any, dict[str, str]]:
-        event = load_event("apigw_v2_health_ready")
-        event["rawPath"] = path
-        event["requestContext"]["http"].update(method=method, path=path)
-        text = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        if text is not None:
-            event["body"] = text
-            event["headers"]["content-type"] = "application/json"
-            event["headers"]["content-length"] = str(len(text.encode()))
-        event["headers"].update(headers or {})
-        response = api_handler.lambda_handler(event, lambda_context)
-        return response["statusCode"], json.loads(response["body"]), response.get("headers", {})
-
-    return invoke
+    return api_caller(api_handler, load_event("apigw_v2_health_ready"), lambda_context)
 
 
 def text_request(*texts: str, **extra: Any) -> dict[str, Any]:

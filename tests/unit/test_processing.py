@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from functions.api.v2 import v2_batch
 from functions.runtime.errors import InputError
 from functions.runtime.models import ServedModel
-from functions.runtime.tasks.base import softmax
+from functions.runtime.tasks.base import Prepared, softmax
+from functions.runtime.tasks.text import CHARS_PER_TOKEN, SURROGATE
 from functions.runtime.tensors import InferRequest
 
 
@@ -116,7 +120,7 @@ def tensor(name: str, datatype: str, values: Any) -> dict[str, Any]:
         ("sentiment", [tensor("text", "BYTES", ["a"]), tensor("extra", "FP32", [1])], "unknown input"),
         ("digits", [tensor("pixels", "FP32", np.zeros((2, 7, 7)))], "does not match"),
         ("digits", [tensor("pixels", "FP32", [[["x"] * 8] * 8])], "numbers"),
-        ("digits", [tensor("pixels", "FP32", np.full((1, 8, 8), np.nan))], "finite"),
+        ("digits", [tensor("pixels", "FP32", np.full((1, 8, 8), np.nan))], "from 0 to 16"),
         ("digits", [tensor("pixels", "FP32", np.zeros((0, 8, 8)))], "no instances"),
     ],
 )
@@ -134,6 +138,119 @@ def test_instances_are_checked_one_by_one(served_models: dict[str, ServedModel])
     with pytest.raises(InputError, match="empty"):
         text.check_instance("  ")
     digits = served_models["digits"].processor
-    assert digits.check_instance(list(range(64))).shape == (8, 8)
+    assert digits.check_instance([value % 17 for value in range(64)]).shape == (8, 8)
     with pytest.raises(InputError):
         digits.check_instance(5)
+
+
+# --- long texts are cut to a character budget before tokenising (issue 9, finding 4) ---------------------------------
+
+
+class RecordingTokenizer:
+    """The real tokenizer, noting the longest text it is handed."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.longest = 0
+
+    def encode(self, text: str) -> Any:
+        self.longest = max(self.longest, len(text))
+        return self.tokenizer.encode(text)
+
+    def encode_batch(self, texts: list[str]) -> Any:
+        self.longest = max(self.longest, *map(len, texts))
+        return self.tokenizer.encode_batch(texts)
+
+
+def kept_tokens(prepared: Prepared, index: int) -> list[int]:
+    ids, mask = prepared.feeds["input_ids"][index], prepared.feeds["attention_mask"][index]
+    return ids[mask == 1].tolist()
+
+
+def test_a_5mb_text_is_cut_before_it_is_tokenised(sentiment: ServedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a 5 MB text (tokenised whole: seconds and a gigabyte, to keep max_length tokens)
+    processor = sentiment.processor
+    spy = RecordingTokenizer(processor.tokenizer)
+    monkeypatch.setattr(processor, "tokenizer", spy)
+    max_length = sentiment.manifest.preprocessing.max_length
+    huge = "word " * 1_000_000
+    # when
+    started = time.perf_counter()
+    prepared = processor.prepare(["short", huge])
+    elapsed = time.perf_counter() - started
+    # then the tokenizer never saw more than the budget, and the text is scored as its first tokens, truncated
+    assert spy.longest <= processor.char_budget == max_length * CHARS_PER_TOKEN
+    assert elapsed < 0.5
+    assert prepared.truncated == [1]
+    reference = processor.tokenizer.tokenizer.encode("word " * (2 * max_length))
+    assert kept_tokens(prepared, 1) == reference.ids
+
+
+def test_texts_within_the_budget_are_tokenised_as_they_are(sentiment: ServedModel) -> None:
+    processor = sentiment.processor
+    max_length = sentiment.manifest.preprocessing.max_length
+    texts = [
+        "hi",
+        "Ünïcödé, punctuation... and CJK 漢字 in one sentence!",
+        "word " * (3 * max_length),  # truncated, still within the budget
+        "a" + " " * (processor.char_budget - 2) + "b",  # whitespace: under a token per 32 characters
+    ]
+    prepared = processor.prepare(texts)
+    reference = processor.tokenizer.encode_batch(texts)
+    assert [kept_tokens(prepared, index) for index in range(len(texts))] == [
+        [token for token, mask in zip(encoding.ids, encoding.attention_mask, strict=True) if mask]
+        for encoding in reference
+    ]
+    assert prepared.truncated == [index for index, encoding in enumerate(reference) if encoding.overflowing]
+
+
+def test_a_cut_inside_the_last_kept_word_is_not_trusted(
+    sentiment: ServedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a text whose last kept token is the first piece of "internationalization" (international, ##ization),
+    # and a budget that cuts that word to "internationa" (intern, ##ation, ##a): a prefix that overflows max_length
+    processor = sentiment.processor
+    prefix = "the " * (sentiment.manifest.preprocessing.max_length - 3)
+    text = prefix + "internationalization and more words"
+    monkeypatch.setattr(processor, "char_budget", len(prefix) + len("internationa"))
+    # when
+    prepared = processor.prepare([text])
+    # then the kept tokens are the whole text's (international), not the cut one's (intern)
+    whole = processor.tokenizer.encode(text)
+    assert kept_tokens(prepared, 0) == whole.ids
+    assert prepared.truncated == [0]
+
+
+WORDS = st.sampled_from(
+    ["the", "quick", "unbelievable", "naïve", "漢字", "don't", "e-mail", "x" * 120, "😀", "a\u0301"]
+)
+PIECES = st.one_of(
+    WORDS,
+    WORDS,
+    WORDS,
+    st.sampled_from([".", ",", "!", "?", "--", "(", ")", "\u200b", "\x00", "\t"]),
+    st.sampled_from([" ", "\n", "   ", " " * 40, " " * 300]),  # whitespace runs, some far over 32 characters
+    st.text(min_size=1, max_size=12).filter(lambda text: not SURROGATE.search(text)),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=20, max_size=99),  # many word pieces, one word
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    texts=st.lists(st.lists(PIECES, min_size=30, max_size=200).map(" ".join), min_size=1, max_size=4),
+    budget=st.integers(min_value=40, max_value=1200),
+)
+def test_cutting_never_changes_the_tokens_kept(sentiment: ServedModel, texts: list[str], budget: int) -> None:
+    # given a budget small enough that many generated texts are cut (1/32 of the real one, or less)
+    processor = sentiment.processor
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(processor, "char_budget", budget)
+        patch.setattr(processor, "char_ceiling", 8 * budget)
+        # when
+        prepared = processor.prepare(texts)
+    # then each text keeps the tokens (and truncation) of tokenising it whole, unless it is over the ceiling, where
+    # it may be cut at the ceiling instead, and is then reported truncated
+    for index, (text, whole) in enumerate(zip(texts, processor.tokenizer.encode_batch(texts), strict=True)):
+        expected = [token for token, mask in zip(whole.ids, whole.attention_mask, strict=True) if mask]
+        exact = kept_tokens(prepared, index) == expected and (index in prepared.truncated) == bool(whole.overflowing)
+        assert exact or (len(text) > 8 * budget and index in prepared.truncated), text

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from functions.runtime.errors import InputError
+from functions.runtime.package import TensorSpec
 from functions.runtime.tensors import (
+    NUMPY_DTYPES,
     InferRequest,
     RequestInput,
     decode_input,
     decode_inputs,
     decode_output,
     encode_output,
+    requested_outputs,
 )
-
-from functions.runtime.errors import InputError
-from functions.runtime.package import TensorSpec
 
 PIXELS = TensorSpec(name="pixels", datatype="FP32", shape=[-1, 8, 8])
 TEXT = TensorSpec(name="text", datatype="BYTES", shape=[-1])
@@ -89,3 +96,84 @@ def test_a_request_is_decoded_against_every_declared_input() -> None:
         decode_inputs(InferRequest.model_validate({"inputs": [given]}), [ids, mask])
     with pytest.raises(InputError, match="given twice"):
         decode_inputs(InferRequest.model_validate({"inputs": [given, given]}), [ids, mask])
+
+
+def test_data_nested_deeper_than_the_shape_is_an_input_error() -> None:
+    deep: list[Any] = ["a"]
+    for _ in range(5000):  # as deep as the caller likes: refused at the shape's rank, not at Python's stack limit
+        deep = [deep]
+    with pytest.raises(InputError, match="nested deeper than its shape"):
+        decode_input(RequestInput(name="text", shape=[1], datatype="BYTES", data=deep), TEXT)
+
+
+def test_numbers_out_of_the_datatype_range_are_input_errors() -> None:
+    tensor = RequestInput(name="pixels", shape=[1, 8, 8], datatype="FP32", data=[10**400] * 64)
+    with pytest.raises(InputError, match="out of range for FP32"):
+        decode_input(tensor, PIXELS)
+    ids = TensorSpec(name="input_ids", datatype="INT64", shape=[-1])
+    with pytest.raises(InputError, match="out of range for INT64"):
+        decode_input(RequestInput(name="input_ids", shape=[1], datatype="INT64", data=[2**70]), ids)
+
+
+def test_requested_outputs_are_each_named_once_in_order() -> None:
+    specs = [TensorSpec(name="label", datatype="BYTES", shape=[-1]), PIXELS.model_copy(update={"name": "scores"})]
+    request = InferRequest.model_validate(
+        {
+            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+            "outputs": [{"name": "scores"}, {"name": "label"}, {"name": "scores"}],
+        }
+    )
+    assert requested_outputs(request, specs) == ["scores", "label"]
+
+
+# --- property: every valid tensor decodes to its declared shape and datatype (issue 9, finding 8) ------------------
+
+RANGES: dict[str, tuple[int | float, int | float]] = {
+    "UINT8": (0, 255),
+    "INT8": (-128, 127),
+    "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+    "FP16": (-65504.0, 65504.0),
+    "FP32": (-3.4e38, 3.4e38),
+    "FP64": (-1.7e308, 1.7e308),
+}
+
+
+@st.composite
+def valid_tensors(draw: st.DrawFn) -> tuple[RequestInput, TensorSpec, list[Any]]:
+    """A tensor as a client may send it (flat or nested row-major), the spec it is valid for, and its flat values."""
+    datatype = draw(st.sampled_from([*RANGES, "BYTES"]))
+    shape = draw(st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=4))
+    declared = [-1, *[draw(st.sampled_from([size, -1])) for size in shape[1:]]]
+    low, high = RANGES.get(datatype, (0, 0))
+    if datatype == "BYTES":
+        values = st.text(max_size=8)
+    elif datatype.startswith("FP"):
+        values = st.floats(min_value=low, max_value=high, allow_nan=False, width=16 if datatype == "FP16" else 64)
+    else:
+        values = st.integers(min_value=int(low), max_value=int(high))
+    flat = draw(st.lists(values, min_size=math.prod(shape), max_size=math.prod(shape)))
+    data: list[Any] = flat
+    if draw(st.booleans()):
+        data = np.asarray(flat, dtype=object).reshape(shape).tolist()
+    return (
+        RequestInput(name="x", shape=shape, datatype=datatype, data=data),
+        TensorSpec(name="x", datatype=datatype, shape=declared),
+        flat,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=valid_tensors())
+def test_valid_tensors_decode_to_their_declared_shape_and_datatype(
+    case: tuple[RequestInput, TensorSpec, list[Any]],
+) -> None:
+    tensor, spec, flat = case
+    decoded = decode_input(tensor, spec)
+    if spec.datatype == "BYTES":
+        assert decoded == flat
+        return
+    assert decoded.shape == tuple(tensor.shape)
+    assert decoded.dtype == NUMPY_DTYPES[spec.datatype]
+    np.testing.assert_array_equal(decoded.ravel(), np.asarray(flat, dtype=NUMPY_DTYPES[spec.datatype]))

@@ -22,13 +22,22 @@ class ImageClassification(Classifier):
         assert preprocessing.pixel_scale is not None
         self.image_shape = tuple(preprocessing.image_shape)
         self.pixel_count = math.prod(self.image_shape)
+        self.pixel_scale = float(preprocessing.pixel_scale)
         self.scale = np.float32(1.0 / preprocessing.pixel_scale)
 
     def check_batch(self, value: Any) -> np.ndarray:
-        """Pixels [n, H, W] as float32 (the codec decoded the declared shape); every value finite."""
+        """Pixels [n, H, W] as float32 (the codec decoded the declared shape), each within 0..pixel_scale.
+
+        The range is the model's input domain; far outside it (say 3e38) the graph overflows to inf/NaN scores, so
+        refusing it here is what keeps every answer finite. NaN fails both comparisons, so it is refused too.
+        """
         pixels = np.asarray(value, dtype=np.float32)
-        if not np.isfinite(pixels).all():
-            raise InputError(f"input {self.input_name!r}: pixel values must be finite numbers")
+        low, high = float(pixels.min()), float(pixels.max())
+        if not (low >= 0.0 and high <= self.pixel_scale):
+            raise InputError(
+                f"input {self.input_name!r}: pixel values must be numbers from 0 to {self.pixel_scale:g} "
+                f"(the model's pixel_scale); got values from {low:g} to {high:g}"
+            )
         return pixels
 
     def check_instance(self, value: Any) -> np.ndarray:
@@ -37,7 +46,7 @@ class ImageClassification(Classifier):
             raise InputError(f"{self.input_name!r} must be a {self.image_shape} array or {self.pixel_count} numbers")
         try:
             pixels = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InputError(
                 f"{self.input_name!r}: expected numbers in a [{', '.join(map(str, self.image_shape))}] array"
             ) from None
