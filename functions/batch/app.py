@@ -2,7 +2,8 @@
 notification for a file to score.
 
 Powertools parses each message (S3 notification or s3:TestEvent), the batch processor reports failed messages in
-`batchItemFailures` so only they are retried, and `score_batch_file` does the work.
+`batchItemFailures` so only they are retried, and `score_batch_file` does the work. The Lambda deadline bounds the
+lease a run holds on its input version, so a killed run blocks no retry.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
-from functions.batch.layout import BatchObject
+from functions.batch.idempotency import RunInProgressError
+from functions.batch.layout import BatchInputError, BatchObject
 from functions.batch.notifications import S3NotificationMessage, S3TestEvent
 from functions.batch.scoring import score_batch_file
 from functions.runtime.models import ServedModel
@@ -25,6 +27,7 @@ from functions.runtime.settings import Settings
 from functions.runtime.telemetry import function_telemetry
 
 Handler = Callable[[dict[str, Any], Any], PartialItemFailureResponse]
+SKIP_METRICS = {"duplicate": "DuplicatesSkipped", "superseded": "SupersededSkipped"}
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,12 @@ def create_batch_handler(settings: Settings, models: Mapping[str, ServedModel], 
     processor = BatchProcessor(event_type=EventType.SQS, model=S3NotificationMessage)
 
     @tracer.capture_method
-    def record_handler(record: S3NotificationMessage) -> None:
-        """Score every ObjectCreated object in one message; raising marks the message failed (retried, then DLQ)."""
+    def record_handler(record: S3NotificationMessage, lambda_context: Any = None) -> None:
+        """Score every ObjectCreated object in one message; raising marks the message failed (retried, then DLQ).
+
+        Only what a retry can fix raises (S3 or backend errors, a run in progress elsewhere); a file that can never
+        be scored as it is gets a "failed" summary, and the message is deleted.
+        """
         if isinstance(record.body, S3TestEvent):
             logger.info("ignoring s3:TestEvent", extra={"bucket": record.body.Bucket})
             return
@@ -60,10 +67,20 @@ def create_batch_handler(settings: Settings, models: Mapping[str, ServedModel], 
                 key=unquote_plus(s3_object.key),  # notification keys are URL-encoded (spaces as '+')
                 etag=s3_object.eTag,
                 size=int(s3_object.size) if s3_object.size is not None else None,
+                version_id=s3_object.versionId,
             )
             logger.append_keys(input_key=obj.key, etag=obj.etag)
-            started = time.perf_counter()
-            summary = score_batch_file(
+            if obj.is_folder_marker:
+                logger.info("ignoring folder marker %s", obj.key)
+                metrics.add_metric(name="FoldersIgnored", unit=MetricUnit.Count, value=1)
+                continue
+            score_one(obj, lambda_context)
+
+    def score_one(obj: BatchObject, lambda_context: Any) -> None:
+        started = time.perf_counter()
+        remaining_ms = lambda_context.get_remaining_time_in_millis() if lambda_context is not None else None
+        try:
+            outcome = score_batch_file(
                 s3,
                 obj,
                 models,
@@ -71,24 +88,39 @@ def create_batch_handler(settings: Settings, models: Mapping[str, ServedModel], 
                 output_prefix=settings.batch_output_prefix,
                 rows_per_inference=settings.batch_rows_per_inference,
                 output_bucket=settings.batch_bucket,
+                lease_until=time.time() + remaining_ms / 1e3 if remaining_ms is not None else None,
             )
-            if summary is None:
-                metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=1)
-                continue
-            metrics.add_dimension(name="model", value=summary.model)
-            metrics.add_metric(name="RowsScored", unit=MetricUnit.Count, value=summary.scored)
-            metrics.add_metric(name="RowsFailed", unit=MetricUnit.Count, value=summary.failed)
-            latency_ms = (time.perf_counter() - started) * 1e3
-            metrics.add_metric(name="FileLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
-            logger.info(
-                "scored batch file",
-                extra={
-                    "model": summary.model,
-                    "rows": summary.rows,
-                    "scored": summary.scored,
-                    "failed": summary.failed,
-                },
-            )
+        except BatchInputError as error:  # no place in the bucket layout, so not even a summary can say why
+            logger.error("refusing %s: %s", obj.key, error)
+            metrics.add_metric(name="FilesRefused", unit=MetricUnit.Count, value=1)
+            return
+        except RunInProgressError:
+            metrics.add_metric(name="RunsInProgressElsewhere", unit=MetricUnit.Count, value=1)
+            raise
+        if outcome.status in SKIP_METRICS:
+            metrics.add_metric(name=SKIP_METRICS[outcome.status], unit=MetricUnit.Count, value=1)
+            return
+        summary = outcome.summary
+        assert summary is not None  # scored and failed outcomes carry the summary they committed
+        if outcome.status == "failed":
+            metrics.add_metric(name="FilesFailed", unit=MetricUnit.Count, value=1)
+            logger.warning("batch file failed for good", extra={"model": summary.model, "reason": summary.reason})
+            return
+        metrics.add_dimension(name="model", value=summary.model)
+        metrics.add_metric(name="RowsScored", unit=MetricUnit.Count, value=summary.scored)
+        metrics.add_metric(name="RowsFailed", unit=MetricUnit.Count, value=summary.failed)
+        latency_ms = (time.perf_counter() - started) * 1e3
+        metrics.add_metric(name="FileLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
+        logger.info(
+            "scored batch file",
+            extra={
+                "model": summary.model,
+                "rows": summary.rows,
+                "scored": summary.scored,
+                "failed": summary.failed,
+                "run_id": summary.run_id,
+            },
+        )
 
     @logger.inject_lambda_context
     @tracer.capture_lambda_handler

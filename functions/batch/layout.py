@@ -13,38 +13,58 @@ CSV_CONTENT_TYPES = ("text/csv", "application/csv")
 
 
 class BatchInputError(ServingError):
-    """A notification that can never be scored (key outside the input prefix, unknown model)."""
+    """A file that can never be scored as it is (key outside the input prefix, unknown format): retrying cannot help."""
 
 
 @dataclass(frozen=True)
 class BatchObject:
-    """The object a notification is about; `etag` without quotes, as S3 notifications send it."""
+    """The object version a notification is about; `etag` without quotes, as S3 notifications send it."""
 
     bucket: str
     key: str
     etag: str
     size: int | None = None
+    version_id: str | None = None  # present when the bucket is versioned
+
+    @property
+    def is_folder_marker(self) -> bool:
+        """The empty `name/` object the S3 console creates for a folder: nothing to score."""
+        return self.key.endswith("/") and not self.size
 
 
 @dataclass(frozen=True)
 class BatchTarget:
-    """Where a file's results go: <output prefix><model>/<same relative key>.{out.jsonl,errors.jsonl,summary.json}."""
+    """Where a file's results go, under <output prefix><model>/<same relative key>:
+
+    `.summary.json` (the one fixed name, committed last) points at the run that produced it, whose rows are in
+    `.runs/<run id>.out.jsonl` and `.runs/<run id>.errors.jsonl`; `.runs/<idempotency key>.claim.json` is the lease.
+    """
 
     model: str
     relative_key: str
-    output_key: str
-    errors_key: str
-    summary_key: str
+    base: str
 
     @classmethod
     def for_key(cls, key: str, input_prefix: str, output_prefix: str) -> BatchTarget:
         if not key.startswith(input_prefix):
             raise BatchInputError(f"{key} is not under the batch input prefix {input_prefix}")
         model, _, relative = key[len(input_prefix) :].partition("/")
-        if not model or not relative:
+        if not model or not relative or relative.endswith("/"):
             raise BatchInputError(f"{key}: expected {input_prefix}<model>/<file>")
-        base = f"{output_prefix}{model}/{relative}"
-        return cls(model, relative, f"{base}.out.jsonl", f"{base}.errors.jsonl", f"{base}.summary.json")
+        return cls(model, relative, f"{output_prefix}{model}/{relative}")
+
+    @property
+    def summary_key(self) -> str:
+        return f"{self.base}.summary.json"
+
+    def results_key(self, run_id: str) -> str:
+        return f"{self.base}.runs/{run_id}.out.jsonl"
+
+    def errors_key(self, run_id: str) -> str:
+        return f"{self.base}.runs/{run_id}.errors.jsonl"
+
+    def claim_key(self, idempotency_key: str) -> str:
+        return f"{self.base}.runs/{idempotency_key}.claim.json"
 
 
 def input_format(key: str, content_type: str | None) -> str:

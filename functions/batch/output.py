@@ -1,4 +1,7 @@
-"""Batch outputs written with S3 multipart upload: nothing is visible until complete, an abort leaves nothing."""
+"""Batch outputs written with S3 multipart upload: nothing is visible until complete, an abort leaves nothing.
+
+Each run writes under its own run id, and completes with If-None-Match, so no run ever replaces another's object.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,11 @@ class MultipartWriter:
         if self.buffer or not self.parts:
             self._upload_part()  # the last part may be small (or empty, for a file with no rows of this kind)
         self.s3.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
+            IfNoneMatch="*",
         )
 
     def abort(self) -> None:

@@ -1,6 +1,8 @@
-"""Score one batch file from S3: stream rows, predict in chunks, write results with multipart upload, summary last.
+"""Score one batch file from S3: stream rows, predict in chunks, write one run's files, commit the summary last.
 
-Pure functions over a boto3 S3 client passed in (moto's in tests, the function's own in the handler).
+Pure functions over a boto3 S3 client passed in (moto's in tests, the function's own in the handler). A row can only
+ever fail itself; a file that can never be scored as it is gets a "failed" summary; S3 and backend errors raise, so
+the message is retried.
 """
 
 from __future__ import annotations
@@ -8,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from functions.batch.layout import BatchObject, BatchTarget, input_format
+from functions.batch.idempotency import claim, commit, idempotency_key, new_run_id, release
+from functions.batch.layout import BatchInputError, BatchObject, BatchTarget, input_format
 from functions.batch.output import MultipartWriter
 from functions.batch.rows import Row, read_csv, read_jsonl
 from functions.batch.summary import (
@@ -22,16 +25,18 @@ from functions.batch.summary import (
     SummaryInput,
     SummaryOutputs,
     SummaryTimings,
+    error_code,
     read_summary,
     utc,
-    write_summary,
 )
-from functions.runtime.errors import InputError, UnknownModelError
+from functions.runtime.errors import BackendError, InputError
 from functions.runtime.models import ServedModel
 
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
+DEFAULT_LEASE_S = 900.0  # Lambda's longest timeout: the lease when no context says when this invocation ends
+REASON_CHARS = 300
 
 
 @dataclass
@@ -44,8 +49,20 @@ class Counts:
     chunks: int = 0
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one notification came to: scored, failed for good (a "failed" summary), or skipped (and why)."""
+
+    status: Literal["scored", "failed", "duplicate", "superseded"]
+    summary: Summary | None = None
+
+
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:REASON_CHARS]
+
+
 def instance_of(model: ServedModel, row: Row, from_csv: bool) -> tuple[Any, Any]:
-    """(row id, checked instance) or an InputError with the reason."""
+    """(row id, checked instance), or an InputError with the reason, whatever exception the row's content causes."""
     assert row.fields is not None
     name = model.input_name
     if name not in row.fields:
@@ -54,12 +71,18 @@ def instance_of(model: ServedModel, row: Row, from_csv: bool) -> tuple[Any, Any]
     if from_csv and model.manifest.inputs[0].datatype != "BYTES":
         try:
             value = json.loads(value)  # a CSV cell holding a JSON array of numbers
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise InputError(f"field {name!r} must be a JSON array of numbers") from None
     row_id = row.fields.get("id")
     if row_id is not None and not isinstance(row_id, str | int):
         raise InputError("field 'id' must be a string or an integer")
-    return (row_id if row_id not in (None, "") else row.line), model.check_instance(value)
+    try:
+        instance = model.check_instance(value)
+    except InputError:
+        raise
+    except Exception as error:  # e.g. OverflowError for a 400-digit pixel value
+        raise InputError(f"field {name!r} cannot be used: {describe(error)}") from None
+    return (row_id if row_id not in (None, "") else row.line), instance
 
 
 def _line(document: dict[str, Any]) -> bytes:
@@ -87,11 +110,24 @@ class ChunkScorer:
         self.counts.failed += 1
 
     def flush(self) -> None:
-        if not self.pending:
-            return
         chunk, self.pending = self.pending, []
+        if chunk:
+            self._score(chunk)
+
+    def _score(self, chunk: list[tuple[int, Any, Any]]) -> None:
         started = time.perf_counter()
-        predictions = self.model.predict_instances([instance for _, _, instance in chunk])
+        try:
+            predictions = self.model.predict_instances([instance for _, _, instance in chunk])
+        except BackendError:
+            raise  # the backend failed, not the rows: the message is retried
+        except Exception as error:  # a row the checks let through (text a tokenizer refuses) fails alone
+            if len(chunk) == 1:
+                line, row_id, _ = chunk[0]
+                self.fail(line, f"could not be scored: {describe(error)}", row_id)
+            else:
+                for item in chunk:
+                    self._score([item])
+            return
         self.counts.inference_s += time.perf_counter() - started
         self.counts.chunks += 1
         truncated = set(predictions.truncated)
@@ -103,6 +139,23 @@ class ChunkScorer:
             self.results.write(_line(document))
         self.counts.scored += len(chunk)
 
+    def score(self, rows: Iterable[Row], from_csv: bool) -> Counts:
+        """Every row ends in exactly one of the two files."""
+        for row in rows:
+            self.counts.rows += 1
+            if row.error is not None:
+                self.fail(row.line, row.error)
+                continue
+            try:
+                row_id, instance = instance_of(self.model, row, from_csv)
+            except InputError as error:
+                raw_id = (row.fields or {}).get("id")
+                self.fail(row.line, str(error), raw_id if isinstance(raw_id, str | int) else None)
+                continue
+            self.add(row.line, row_id, instance)
+        self.flush()
+        return self.counts
+
 
 def score_batch_file(
     s3: Any,
@@ -113,78 +166,145 @@ def score_batch_file(
     output_prefix: str,
     rows_per_inference: int,
     output_bucket: str | None = None,
-) -> Summary | None:
-    """Score one object; returns its summary, or None when there was nothing to do (duplicate or superseded)."""
+    lease_until: float | None = None,
+) -> Outcome:
+    """Score one object version once per model version; BatchInputError when its key has no place in the layout."""
     target = BatchTarget.for_key(obj.key, input_prefix, output_prefix)
+    bucket = output_bucket or obj.bucket
+    started = time.time()
     model = models.get(target.model)
     if model is None:
-        raise UnknownModelError(f"{obj.key}: no model named {target.model!r} (served: {', '.join(sorted(models))})")
-    bucket = output_bucket or obj.bucket
-    etag = obj.etag.strip('"')
-
-    previous = read_summary(s3, bucket, target.summary_key)
-    if previous is not None and previous.input.etag == etag:
-        logger.info("already scored %s (etag %s): skipping duplicate notification", obj.key, etag)
-        return None
-
-    started = time.time()
+        reason = f"no model named {target.model!r} (served: {', '.join(sorted(models))})"
+        return _fail(s3, obj, target, bucket, idempotency_key(obj, target.model, ""), None, reason, started)
+    key = idempotency_key(obj, model.name, model.version)
+    previous = read_summary(s3, bucket, target.summary_key).summary
+    if previous is not None and previous.idempotency_key == key:
+        logger.info("already scored %s (etag %s) with %s %s: skipping", obj.key, obj.etag, model.name, model.version)
+        return Outcome("duplicate", previous)
+    response = _open(s3, obj)
+    if response is None:
+        return Outcome("superseded")
     try:
-        response = s3.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=etag)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "NoSuchKey"):
-            logger.info(
-                "%s changed or vanished since the notification (etag %s): a newer event will score it", obj.key, etag
+        try:
+            file_format = input_format(obj.key, response.get("ContentType"))
+        except BatchInputError as error:
+            return _fail(s3, obj, target, bucket, key, model.version, str(error), started)
+        run_id = new_run_id(started)
+        claim_key = target.claim_key(key)
+        until = started + DEFAULT_LEASE_S if lease_until is None else lease_until
+        lease = claim(s3, bucket, claim_key, run_id, until=until, now=time.time())
+        try:
+            counts = _write_run(s3, bucket, target, run_id, model, rows_per_inference, response["Body"], file_format)
+            summary = Summary(
+                model=model.name,
+                version=model.version,
+                idempotency_key=key,
+                run_id=run_id,
+                input=_input(obj, file_format),
+                rows=counts.rows,
+                scored=counts.scored,
+                failed=counts.failed,
+                truncated=counts.truncated,
+                outputs=SummaryOutputs(
+                    bucket=bucket, results=target.results_key(run_id), errors=target.errors_key(run_id)
+                ),
+                timings=_timings(counts, started, rows_per_inference),
             )
+            committed = commit(s3, bucket, target.summary_key, summary, obj)
+        except Exception:
+            release(s3, bucket, claim_key, run_id, lease)  # the retry need not wait for this invocation's deadline
+            raise
+    finally:
+        response["Body"].close()
+    if committed != "committed":
+        logger.warning("run %s of %s is not committed (%s); its files are unreferenced", run_id, obj.key, committed)
+    return Outcome("scored" if committed == "committed" else committed, summary)
+
+
+def _timings(counts: Counts, started: float, rows_per_inference: int) -> SummaryTimings:
+    finished = time.time()
+    return SummaryTimings(
+        started_at=utc(started),
+        finished_at=utc(finished),
+        total_s=round(finished - started, 3),
+        inference_s=round(counts.inference_s, 3),
+        chunks=counts.chunks,
+        rows_per_inference=rows_per_inference,
+    )
+
+
+def _open(s3: Any, obj: BatchObject) -> Any:
+    """The GetObject response for exactly the notified version, or None when the key holds another one by now."""
+    try:
+        response = s3.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag)
+    except ClientError as error:
+        if error_code(error) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+            logger.info("%s changed or vanished since the notification: a newer event will score it", obj.key)
             return None
         raise
-    file_format = input_format(obj.key, response.get("ContentType"))
-    lines = response["Body"].iter_lines(chunk_size=READ_CHUNK)
-    rows = read_csv(lines) if file_format == "csv" else read_jsonl(lines)
+    if obj.version_id is not None and response.get("VersionId") not in (None, obj.version_id):
+        response["Body"].close()
+        logger.info("%s has a newer version than %s: its event will score it", obj.key, obj.version_id)
+        return None
+    return response
 
-    results = MultipartWriter(s3, bucket, target.output_key)
-    errors = MultipartWriter(s3, bucket, target.errors_key)
+
+def _write_run(
+    s3: Any,
+    bucket: str,
+    target: BatchTarget,
+    run_id: str,
+    model: ServedModel,
+    rows_per_inference: int,
+    body: Any,
+    file_format: str,
+) -> Counts:
+    chunks = body.iter_chunks(READ_CHUNK)
+    rows = read_csv(chunks) if file_format == "csv" else read_jsonl(chunks)
+    results = MultipartWriter(s3, bucket, target.results_key(run_id))
+    errors = MultipartWriter(s3, bucket, target.errors_key(run_id))
     try:
-        scorer = ChunkScorer(model, rows_per_inference, results, errors)
-        for row in rows:
-            scorer.counts.rows += 1
-            if row.error is not None:
-                scorer.fail(row.line, row.error)
-                continue
-            try:
-                row_id, instance = instance_of(model, row, file_format == "csv")
-            except InputError as error:
-                raw_id = (row.fields or {}).get("id")
-                scorer.fail(row.line, str(error), raw_id if isinstance(raw_id, str | int) else None)
-                continue
-            scorer.add(row.line, row_id, instance)
-        scorer.flush()
+        counts = ChunkScorer(model, rows_per_inference, results, errors).score(rows, file_format == "csv")
         results.complete()
         errors.complete()
     except BaseException:
         results.abort()
         errors.abort()
         raise
-    response["Body"].close()
+    return counts
 
-    counts = scorer.counts
-    finished = time.time()
-    summary = Summary(
-        model=model.name,
-        version=model.version,
-        input=SummaryInput(bucket=obj.bucket, key=obj.key, etag=etag, size=obj.size, format=file_format),
-        rows=counts.rows,
-        scored=counts.scored,
-        failed=counts.failed,
-        truncated=counts.truncated,
-        outputs=SummaryOutputs(bucket=bucket, results=target.output_key, errors=target.errors_key),
-        timings=SummaryTimings(
-            started_at=utc(started),
-            finished_at=utc(finished),
-            total_s=round(finished - started, 3),
-            inference_s=round(counts.inference_s, 3),
-            chunks=counts.chunks,
-            rows_per_inference=rows_per_inference,
-        ),
+
+def _input(obj: BatchObject, file_format: str | None) -> SummaryInput:
+    return SummaryInput(
+        bucket=obj.bucket,
+        key=obj.key,
+        etag=obj.etag.strip('"'),
+        version_id=obj.version_id,
+        size=obj.size,
+        format=file_format,
     )
-    write_summary(s3, bucket, target.summary_key, summary)
-    return summary
+
+
+def _fail(
+    s3: Any,
+    obj: BatchObject,
+    target: BatchTarget,
+    bucket: str,
+    key: str,
+    model_version: str | None,
+    reason: str,
+    started: float,
+) -> Outcome:
+    """A file that can never be scored as it is: one "failed" summary, committed like any other, and no retry."""
+    logger.warning("cannot score %s: %s", obj.key, reason)
+    summary = Summary(
+        status="failed",
+        reason=reason,
+        model=target.model,
+        version=model_version,
+        idempotency_key=key,
+        run_id=new_run_id(started),
+        input=_input(obj, None),
+    )
+    committed = commit(s3, bucket, target.summary_key, summary, obj)
+    return Outcome("failed" if committed == "committed" else committed, summary)

@@ -1,12 +1,21 @@
-"""The batch summary: written last, so its presence (with the input's ETag) says a file's outputs are complete."""
+"""The batch summary: committed last with a conditional write, so it always describes one whole run of one input.
+
+`status` is "complete" (every row counted once, as scored or failed, in the files of `outputs`) or "failed" (the file
+can never be scored as it is: `reason` says why, and there are no outputs).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+# What S3 answers a conditional write that lost: 412 (the ETag moved), 409 (a concurrent conditional write), and
+# 404 for If-Match on a key deleted meanwhile.
+LOST_RACE = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409", "404")
 
 
 class _Record(BaseModel):
@@ -17,8 +26,9 @@ class SummaryInput(_Record):
     bucket: str
     key: str
     etag: str
+    version_id: str | None = None
     size: int | None = None
-    format: str
+    format: str | None = None
 
 
 class SummaryOutputs(_Record):
@@ -37,38 +47,72 @@ class SummaryTimings(_Record):
 
 
 class Summary(_Record):
-    """`<file>.summary.json`: every input row is counted once, as scored or failed."""
+    """`<file>.summary.json`; `idempotency_key` names the input version and model version the run scored."""
 
-    status: Literal["complete"] = "complete"
+    status: Literal["complete", "failed"] = "complete"
+    reason: str | None = None
     model: str
-    version: str
+    version: str | None = None  # the model's version; None when no such model is served
+    idempotency_key: str
+    run_id: str
     input: SummaryInput
-    rows: int
-    scored: int
-    failed: int
-    truncated: int
-    outputs: SummaryOutputs
-    timings: SummaryTimings
+    rows: int = 0
+    scored: int = 0
+    failed: int = 0
+    truncated: int = 0
+    outputs: SummaryOutputs | None = None
+    timings: SummaryTimings | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Summary:
+        if self.status == "failed" and not self.reason:
+            raise ValueError("a failed summary says why")
+        if self.status == "complete" and (self.outputs is None or self.timings is None):
+            raise ValueError("a complete summary names its outputs and timings")
+        if self.rows != self.scored + self.failed:
+            raise ValueError("every row is counted once, as scored or failed")
+        return self
+
+
+@dataclass(frozen=True)
+class StoredSummary:
+    """The summary at a key and the ETag a conditional commit must match (None: no object there)."""
+
+    summary: Summary | None
+    etag: str | None
 
 
 def utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def read_summary(s3: Any, bucket: str, key: str) -> Summary | None:
-    """The summary at `key`, or None when there is none (or it is unreadable, so the file is scored again)."""
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def read_summary(s3: Any, bucket: str, key: str) -> StoredSummary:
+    """The summary at `key` with its ETag; an unreadable one counts as none, but its ETag is kept to replace it."""
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        response = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
+        if error_code(error) in ("NoSuchKey", "404"):
+            return StoredSummary(None, None)
         raise
+    etag = response["ETag"]
     try:
-        return Summary.model_validate_json(body)
+        return StoredSummary(Summary.model_validate_json(response["Body"].read()), etag)
     except ValidationError:
-        return None
+        return StoredSummary(None, etag)
 
 
-def write_summary(s3: Any, bucket: str, key: str, summary: Summary) -> None:
-    body = summary.model_dump_json(indent=2).encode()
-    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+def write_summary(s3: Any, bucket: str, key: str, summary: Summary, expected_etag: str | None) -> bool:
+    """Put the summary only over the object read (If-Match), or only where none is (If-None-Match); False: lost."""
+    condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
+    body = summary.model_dump_json(indent=2, exclude_none=True).encode()
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **condition)
+    except ClientError as error:
+        if error_code(error) in LOST_RACE:
+            return False
+        raise
+    return True

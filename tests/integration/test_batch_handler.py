@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -11,6 +12,7 @@ import boto3
 import numpy as np
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from functions.batch.app import BatchFunction, create_batch_handler
@@ -21,12 +23,20 @@ from functions.runtime.settings import Settings
 BUCKET = "model-serving-batch"
 
 
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    """moto's S3 with the batch bucket."""
+@contextmanager
+def moto_bucket(versioned: bool = False) -> Iterator[Any]:
+    """moto's S3 with the batch bucket (versioned, as the artifacts bucket is in the cloud, when asked)."""
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
+        if versioned:
+            client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        yield client
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    with moto_bucket() as client:
         yield client
 
 
@@ -36,6 +46,24 @@ def batch_handler(serving_settings: Settings, loaded_models: Mapping[str, Served
     return create_batch_handler(serving_settings, loaded_models, s3)
 
 
+def sqs_event(template: dict[str, Any], s3: Any, *keys: str, etags: Mapping[str, str] | None = None) -> dict:
+    """One SQS message per key, built from the real sqs_s3_put.json record, about each key's current object."""
+    records = []
+    for index, key in enumerate(keys):
+        given = (etags or {}).get(key)
+        head: dict[str, Any] = {"ETag": given, "ContentLength": 1} if given else s3.head_object(Bucket=BUCKET, Key=key)
+        notification = json.loads(template["body"])
+        s3_part = notification["Records"][0]["s3"]
+        s3_part["bucket"]["name"] = BUCKET
+        s3_part["object"]["key"] = quote_plus(key, safe="/")  # S3 URL-encodes keys in notifications
+        s3_part["object"]["eTag"] = head["ETag"].strip('"')
+        s3_part["object"]["size"] = head["ContentLength"]
+        if head.get("VersionId"):
+            s3_part["object"]["versionId"] = head["VersionId"]
+        records.append({**template, "messageId": f"message-{index}", "body": json.dumps(notification)})
+    return {"Records": records}
+
+
 @pytest.fixture
 def notify(
     batch_handler: BatchFunction, load_event: Callable[[str], dict], lambda_context: Any, s3: Any
@@ -43,18 +71,8 @@ def notify(
     """Put objects (optional), then deliver one SQS message per key, built from the real sqs_s3_put.json event."""
 
     def deliver(*keys: str, etags: dict[str, str] | None = None) -> dict:
-        template = load_event("sqs_s3_put")["Records"][0]
-        records = []
-        for index, key in enumerate(keys):
-            head = s3.head_object(Bucket=BUCKET, Key=key) if (etags or {}).get(key) is None else None
-            notification = json.loads(template["body"])
-            s3_part = notification["Records"][0]["s3"]
-            s3_part["bucket"]["name"] = BUCKET
-            s3_part["object"]["key"] = quote_plus(key, safe="/")  # S3 URL-encodes keys in notifications
-            s3_part["object"]["eTag"] = (etags or {}).get(key) or head["ETag"].strip('"')
-            s3_part["object"]["size"] = head["ContentLength"] if head else 1
-            records.append({**template, "messageId": f"message-{index}", "body": json.dumps(notification)})
-        return batch_handler.lambda_handler({"Records": records}, lambda_context)
+        event = sqs_event(load_event("sqs_s3_put")["Records"][0], s3, *keys, etags=etags)
+        return dict(batch_handler.lambda_handler(event, lambda_context))
 
     return deliver
 
@@ -70,6 +88,12 @@ def read_jsonl(s3: Any, key: str) -> list[dict[str, Any]]:
 
 def read_summary(s3: Any, key: str) -> dict[str, Any]:
     return json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def outputs(s3: Any, summary_key: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The summary and the results and errors of the run it points at."""
+    summary = read_summary(s3, summary_key)
+    return summary, read_jsonl(s3, summary["outputs"]["results"]), read_jsonl(s3, summary["outputs"]["errors"])
 
 
 def all_keys(s3: Any) -> list[str]:
@@ -104,10 +128,7 @@ def test_jsonl_good_and_bad_rows(notify: Callable[..., dict], s3: Any, batch_han
     response = notify(key)
     # then
     assert response == {"batchItemFailures": []}
-    base = "batch/output/sentiment/reviews 2026-11.jsonl"
-    summary = read_summary(s3, f"{base}.summary.json")
-    results = read_jsonl(s3, f"{base}.out.jsonl")
-    errors = read_jsonl(s3, f"{base}.errors.jsonl")
+    summary, results, errors = outputs(s3, "batch/output/sentiment/reviews 2026-11.jsonl.summary.json")
     assert (summary["rows"], summary["scored"], summary["failed"]) == (8, 3, 5)
     assert summary["model"] == "sentiment"
     assert summary["version"] == batch_handler.models["sentiment"].version
@@ -132,8 +153,7 @@ def test_predictions_match_the_runtime(notify: Callable[..., dict], s3: Any, bat
     texts = [f"review number {i}, quite {'good' if i % 2 else 'bad'}" for i in range(10)]
     put(s3, "batch/input/sentiment/ten.jsonl", [json.dumps({"id": i, "text": t}) for i, t in enumerate(texts)])
     notify("batch/input/sentiment/ten.jsonl")
-    results = read_jsonl(s3, "batch/output/sentiment/ten.jsonl.out.jsonl")
-    summary = read_summary(s3, "batch/output/sentiment/ten.jsonl.summary.json")
+    summary, results, _ = outputs(s3, "batch/output/sentiment/ten.jsonl.summary.json")
     # the same chunks the handler scores (an int8 graph quantises activations per batch, so chunking matters)
     size = batch_handler.settings.batch_rows_per_inference
     chunks = [batch_handler.models["sentiment"].predict(texts[i : i + size]) for i in range(0, 10, size)]
@@ -148,9 +168,7 @@ def test_csv_with_header(notify: Callable[..., dict], s3: Any) -> None:
     key = "batch/input/sentiment/survey.csv"
     put(s3, key, ["id,text", 'a,"Great, really great"', "b,", "c,too,many,columns", "d,fine"])
     assert notify(key) == {"batchItemFailures": []}
-    summary = read_summary(s3, "batch/output/sentiment/survey.csv.summary.json")
-    results = read_jsonl(s3, "batch/output/sentiment/survey.csv.out.jsonl")
-    errors = read_jsonl(s3, "batch/output/sentiment/survey.csv.errors.jsonl")
+    summary, results, errors = outputs(s3, "batch/output/sentiment/survey.csv.summary.json")
     assert (summary["rows"], summary["scored"], summary["failed"]) == (4, 2, 2)
     assert summary["input"]["format"] == "csv"
     assert [row["id"] for row in results] == ["a", "d"]
@@ -163,18 +181,18 @@ def test_digits_jsonl_and_csv(notify: Callable[..., dict], s3: Any) -> None:
     put(s3, "batch/input/digits/a.jsonl", [json.dumps({"pixels": image}), json.dumps({"pixels": [1, 2]})])
     put(s3, "batch/input/digits/b.csv", ["id,pixels", f'x,"{json.dumps(image)}"', "y,not-json"])
     assert notify("batch/input/digits/a.jsonl", "batch/input/digits/b.csv") == {"batchItemFailures": []}
-    from_jsonl = read_jsonl(s3, "batch/output/digits/a.jsonl.out.jsonl")
-    from_csv = read_jsonl(s3, "batch/output/digits/b.csv.out.jsonl")
+    _, from_jsonl, jsonl_errors = outputs(s3, "batch/output/digits/a.jsonl.summary.json")
+    _, from_csv, csv_errors = outputs(s3, "batch/output/digits/b.csv.summary.json")
     assert from_jsonl[0]["prediction"] == from_csv[0]["prediction"]
     assert from_jsonl[0]["prediction"]["label"] in [str(d) for d in range(10)]
-    assert read_jsonl(s3, "batch/output/digits/a.jsonl.errors.jsonl")[0]["line"] == 2
-    assert "JSON array" in read_jsonl(s3, "batch/output/digits/b.csv.errors.jsonl")[0]["reason"]
+    assert jsonl_errors[0]["line"] == 2
+    assert "JSON array" in csv_errors[0]["reason"]
 
 
 def test_embeddings_file(notify: Callable[..., dict], s3: Any) -> None:
     put(s3, "batch/input/embeddings/docs.jsonl", [json.dumps({"id": "d1", "text": "a document"})])
     notify("batch/input/embeddings/docs.jsonl")
-    (row,) = read_jsonl(s3, "batch/output/embeddings/docs.jsonl.out.jsonl")
+    _, (row,), _ = outputs(s3, "batch/output/embeddings/docs.jsonl.summary.json")
     assert len(row["prediction"]) == 384
     assert np.linalg.norm(row["prediction"]) == pytest.approx(1.0, abs=1e-4)
 
@@ -190,7 +208,12 @@ def test_duplicate_notification_is_not_scored_twice(
     calls: list[Any] = []
     model = batch_handler.models["sentiment"]
     original = model.infer
-    monkeypatch.setattr(model, "infer", lambda inputs: calls.append(inputs) or original(inputs))
+
+    def counted(inputs: Any) -> Any:
+        calls.append(inputs)
+        return original(inputs)
+
+    monkeypatch.setattr(model, "infer", counted)
     # when the same notification (same key and ETag) arrives again
     assert notify(key) == {"batchItemFailures": []}
     # then nothing is scored or rewritten
@@ -219,13 +242,30 @@ def test_test_event_is_ignored(
     assert all_keys(s3) == []
 
 
-def test_failing_record_is_reported_while_others_succeed(notify: Callable[..., dict], s3: Any) -> None:
+def test_failing_record_is_reported_while_others_succeed(
+    notify: Callable[..., dict], s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given two files, and S3 throttling reads of the second (a transient error: retrying can fix it)
     put(s3, "batch/input/sentiment/good.jsonl", [json.dumps({"text": "fine"})])
-    put(s3, "batch/input/unknown-model/x.jsonl", [json.dumps({"text": "fine"})])
-    response = notify("batch/input/sentiment/good.jsonl", "batch/input/unknown-model/x.jsonl")
+    put(s3, "batch/input/sentiment/throttled.jsonl", [json.dumps({"text": "fine"})])
+    get_object = s3.get_object
+
+    def throttled(**kwargs: Any) -> Any:
+        if kwargs["Key"] == "batch/input/sentiment/throttled.jsonl":
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "Reduce your request rate."}}, "GetObject")
+        return get_object(**kwargs)
+
+    monkeypatch.setattr(s3, "get_object", throttled)
+    # when
+    response = notify("batch/input/sentiment/good.jsonl", "batch/input/sentiment/throttled.jsonl")
+    # then only the throttled message is left for a retry, and it has no summary yet
     assert response == {"batchItemFailures": [{"itemIdentifier": "message-1"}]}
     assert "batch/output/sentiment/good.jsonl.summary.json" in all_keys(s3)
-    assert not any(key.startswith("batch/output/unknown-model") for key in all_keys(s3))
+    assert "batch/output/sentiment/throttled.jsonl.summary.json" not in all_keys(s3)
+    # and the retry, with S3 well again, scores it
+    monkeypatch.setattr(s3, "get_object", get_object)
+    assert notify("batch/input/sentiment/throttled.jsonl") == {"batchItemFailures": []}
+    assert read_summary(s3, "batch/output/sentiment/throttled.jsonl.summary.json")["scored"] == 1
 
 
 def test_backend_failure_leaves_no_partial_result(
@@ -248,19 +288,26 @@ def test_backend_failure_leaves_no_partial_result(
     with pytest.raises(BatchProcessingError, match="All records failed"):
         notify(key)
     # and no output, errors or summary object exists, nor a pending multipart upload
-    assert all_keys(s3) == [key]
+    (claim,) = [item for item in all_keys(s3) if item != key]
+    assert claim.endswith(".claim.json")
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    # and the run let go of its lease, so the retry need not wait for this invocation's deadline
+    assert json.loads(s3.get_object(Bucket=BUCKET, Key=claim)["Body"].read())["expires_at"] == 0
 
 
 def test_outputs_are_never_under_the_input_prefix(notify: Callable[..., dict], s3: Any) -> None:
     put(s3, "batch/input/sentiment/nested/dir/file.jsonl", [json.dumps({"text": "x"})])
     notify("batch/input/sentiment/nested/dir/file.jsonl")
+    summary = read_summary(s3, "batch/output/sentiment/nested/dir/file.jsonl.summary.json")
+    run = f"batch/output/sentiment/nested/dir/file.jsonl.runs/{summary['run_id']}"
+    assert summary["outputs"] == {"bucket": BUCKET, "results": f"{run}.out.jsonl", "errors": f"{run}.errors.jsonl"}
     written = [key for key in all_keys(s3) if key != "batch/input/sentiment/nested/dir/file.jsonl"]
-    assert written == [
-        "batch/output/sentiment/nested/dir/file.jsonl.errors.jsonl",
-        "batch/output/sentiment/nested/dir/file.jsonl.out.jsonl",
+    assert set(written) == {
+        f"batch/output/sentiment/nested/dir/file.jsonl.runs/{summary['idempotency_key']}.claim.json",
+        f"{run}.errors.jsonl",
+        f"{run}.out.jsonl",
         "batch/output/sentiment/nested/dir/file.jsonl.summary.json",
-    ]
+    }
 
 
 def test_moto_notifications_end_to_end(
