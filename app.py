@@ -46,6 +46,7 @@ def config_from(app: App) -> AppConfig:
         packages_dir=(ROOT / packages).resolve() if packages else PACKAGES_DIR,
         jwt=JwtSettings(issuer=issuer, audience=audience) if issuer else None,
         cors_origins=_list(app, "corsOrigins"),
+        alarm_email=str(app.node.try_get_context("alarmEmail") or "").strip() or None,
         reserve_concurrency=_flag(app, "reserveConcurrency", True),
         gpu_endpoints=_flag(app, "gpuEndpoints", True),
         termination_protection=_flag(app, "terminationProtection", True),

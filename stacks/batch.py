@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, Stack
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
@@ -15,6 +14,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from catalog import ModelEntry
+from stacks.alarms import dead_letter_queue
 from stacks.config import BATCH_HANDLER, AppConfig, pascal
 from stacks.gpu_endpoint import GpuEndpoint
 from stacks.model_function import ModelFunction
@@ -74,12 +74,8 @@ class BatchStack(Stack):
         input_prefix = f"{platform.batch_input_prefix}{name}/"
         output_prefix = f"{platform.batch_output_prefix}{name}/"
 
-        dead_letters = sqs.Queue(
-            scope,
-            "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
+        dead_letters = dead_letter_queue(
+            scope, "DeadLetterQueue", f"batch files for {name} failed {platform.queue_max_receive_count} times"
         )
         queue = sqs.Queue(
             scope,
@@ -98,6 +94,7 @@ class BatchStack(Stack):
 
         settings = config.function_settings(
             entry,
+            platform.batch_function_timeout_s,
             endpoint.endpoint_name if endpoint is not None else None,
             batch_bucket=bucket.bucket_name,
             batch_input_prefix=platform.batch_input_prefix,
@@ -111,19 +108,11 @@ class BatchStack(Stack):
             entry=entry,
             handler=BATCH_HANDLER,
             memory_mb=platform.batch_function_memory_mb,
-            timeout=Duration.seconds(platform.batch_function_timeout_s),
             settings=settings,
             no_dead_letter_reason="fed by an SQS event source, never invoked asynchronously: "
             "failed messages go to the queue's own dead-letter queue",
         )
-        bucket.grant_read(function.role, f"{input_prefix}*")
-        bucket.grant_put(function.role, f"{output_prefix}*")
-        suppress_prefix_grants(
-            function.role,
-            bucket,
-            [f"{input_prefix}*", f"{output_prefix}*"],
-            "reads its own input files, writes its own outputs",
-        )
+        grant_batch_objects(bucket, function.role, input_prefix, output_prefix)
         if endpoint is not None:
             function.role.add_to_policy(
                 iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint.endpoint_arn])
@@ -136,21 +125,6 @@ class BatchStack(Stack):
                 max_concurrency=max(2, min(entry.max_instances, 1000)),
             )
         )
-        dead_letters.metric_approximate_number_of_messages_visible(
-            period=Duration.minutes(5), statistic="Maximum"
-        ).create_alarm(
-            scope,
-            "DeadLettersAlarm",
-            threshold=1,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description=f"batch files for {name} failed {platform.queue_max_receive_count} times",
-        )
-        suppress(
-            dead_letters,
-            "Serverless-SQSRedrivePolicy",
-            "this is the dead-letter queue; messages end here and raise the alarm",
-        )
         suppress(
             function.function,
             "Serverless-LambdaEventSourceMappingDestination",
@@ -161,3 +135,18 @@ class BatchStack(Stack):
         self.dead_letter_queues[name] = dead_letters
         self.functions[name] = function
         CfnOutput(self, f"{pascal(name)}InputPrefix", value=f"s3://{bucket.bucket_name}/{input_prefix}")
+
+
+def grant_batch_objects(bucket: s3.IBucket, role: iam.IRole, input_prefix: str, output_prefix: str) -> None:
+    """What the scorer does to objects, and nothing else: it reads its input files; on its output prefix it reads the
+    summary first (idempotency) and writes by multipart upload, with conditional writes and aborts (put covers
+    s3:PutObject and s3:Abort*). grant_read also lists the bucket, so a summary not yet written is a 404, not a 403."""
+    bucket.grant_read(role, f"{input_prefix}*")
+    bucket.grant_read(role, f"{output_prefix}*")
+    bucket.grant_put(role, f"{output_prefix}*")
+    suppress_prefix_grants(
+        role,
+        bucket,
+        [f"{input_prefix}*", f"{output_prefix}*"],
+        "reads its own input files; reads (the summary) and writes its own outputs",
+    )

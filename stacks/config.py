@@ -37,6 +37,7 @@ class AppConfig:
     packages_dir: Path = PACKAGES_DIR
     jwt: JwtSettings | None = None
     cors_origins: tuple[str, ...] = ()
+    alarm_email: str | None = None  # subscribed to the alarm topic when set
     reserve_concurrency: bool = True
     gpu_endpoints: bool = True
     termination_protection: bool = True
@@ -56,13 +57,23 @@ class AppConfig:
     def metrics_namespace(self) -> str:
         return f"ModelServing/{self.stage}"
 
-    def function_settings(self, entry: ModelEntry, endpoint_name: str | None = None, **batch: Any) -> Settings:
+    @property
+    def stack_prefix(self) -> str:
+        """Every stack's name starts with it, and so does every generated alarm name (the alarm topic trusts it)."""
+        return f"ModelServing-{self.stage}"
+
+    def function_settings(
+        self, entry: ModelEntry, timeout_s: int, endpoint_name: str | None = None, **batch: Any
+    ) -> Settings:
         """What one model's function reads from its environment (`to_environment` writes it): the catalog's limits,
-        the image's package folder, the GPU endpoint when the model runs there, and the batch wiring for a scorer."""
+        its own timeout (endpoint calls are sized to end before it), the image's package folder, the GPU endpoint and
+        its Triton batch limit when the model runs there, and the batch wiring for a scorer."""
         return Settings(
             models_dir=Path(IMAGE_MODELS_DIR),
             sagemaker_endpoints={entry.name: endpoint_name} if endpoint_name else {},
+            sagemaker_max_batch={entry.name: entry.sagemaker.max_batch_size} if endpoint_name else {},
             max_instances={entry.name: entry.max_instances},
+            function_timeout_s=timeout_s,
             service_name=SERVICE_NAME,
             metrics_namespace=self.metrics_namespace,
             **batch,

@@ -13,6 +13,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from catalog import ModelEntry
+from stacks.alarms import endpoint_alarms
 from stacks.config import AppConfig, pascal
 from stacks.deploy_gate import TRITON_ARCHIVE
 from stacks.nag import suppress
@@ -182,6 +183,13 @@ class TritonEndpoint(Construct):
             predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
             scale_in_cooldown=Duration.minutes(5),
             scale_out_cooldown=Duration.minutes(1),
+        )
+        endpoint_alarms(
+            self,
+            entry,
+            self.endpoint.attr_endpoint_name,
+            VARIANT_NAME,
+            Duration.seconds(config.catalog.platform.api_function_timeout_s),
         )
         # Ref of AWS::SageMaker::Endpoint is the endpoint ARN as SageMaker reports it (lower-cased name).
         self.handle = GpuEndpoint(

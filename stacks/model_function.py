@@ -60,7 +60,6 @@ class ModelFunction(Construct):
         entry: ModelEntry,
         handler: str,
         memory_mb: int,
-        timeout: Duration,
         settings: Settings,
         no_dead_letter_reason: str,
         reserved_concurrency: int | None = None,
@@ -86,7 +85,7 @@ class ModelFunction(Construct):
             code=model_image_code(config, entry, handler),
             architecture=ARCHITECTURES[entry.lambda_.architecture],
             memory_size=memory_mb,
-            timeout=timeout,
+            timeout=Duration.seconds(settings.function_timeout_s),  # the one the function sizes its calls to
             role=self.role,
             log_group=self.log_group,
             logging_format=lambda_.LoggingFormat.JSON,

@@ -12,15 +12,15 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from catalog import ModelEntry
-from stacks.config import API_HANDLER, AppConfig, pascal
+from stacks.alarms import function_alarms, http_api_alarms
+from stacks.config import API_HANDLER, SERVICE_NAME, AppConfig, pascal
 from stacks.gpu_endpoint import GpuEndpoint
 from stacks.model_function import ModelFunction, retention
+from stacks.routes import SERVER_ROUTES, model_routes
 
 ACCESS_LOG_FORMAT = {
     "requestId": "$context.requestId",
@@ -36,19 +36,6 @@ ACCESS_LOG_FORMAT = {
     "integrationError": "$context.integrationErrorMessage",
     "authorizerError": "$context.authorizer.error",
 }
-# Server-level routes of the Open Inference Protocol plus the API description; any model function answers them.
-SERVER_ROUTES = ("/v2", "/v2/health/live", "/v2/health/ready", "/openapi.json")
-
-
-def model_routes(name: str) -> list[tuple[str, list[apigwv2.HttpMethod]]]:
-    """The v2 (Open Inference Protocol) and v1 (KServe) paths of one model, with the methods each accepts."""
-    get, post = apigwv2.HttpMethod.GET, apigwv2.HttpMethod.POST
-    return [
-        (f"/v2/models/{name}", [get]),
-        (f"/v2/models/{name}/{{proxy+}}", [get, post]),
-        (f"/v1/models/{name}", [get]),
-        (f"/v1/models/{name}:predict", [post]),
-    ]
 
 
 class RealtimeApiStack(Stack):
@@ -77,8 +64,9 @@ class RealtimeApiStack(Stack):
                 entry=entry,
                 handler=API_HANDLER,
                 memory_mb=config.memory_mb(entry),
-                timeout=timeout,
-                settings=config.function_settings(entry, endpoint.endpoint_name if endpoint else None),
+                settings=config.function_settings(
+                    entry, platform.api_function_timeout_s, endpoint.endpoint_name if endpoint else None
+                ),
                 no_dead_letter_reason="invoked synchronously by API Gateway: the caller gets the error, "
                 "there is no asynchronous event to keep",
                 reserved_concurrency=entry.max_instances if config.reserve_concurrency else None,
@@ -87,7 +75,7 @@ class RealtimeApiStack(Stack):
                 function.role.add_to_policy(
                     iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint.endpoint_arn])
                 )
-            self._alarm(function, entry, timeout)
+            function_alarms(function, function.function, entry, timeout, config.metrics_namespace, SERVICE_NAME)
             self.functions[entry.name] = function
 
         self.access_logs = logs.LogGroup(
@@ -119,12 +107,17 @@ class RealtimeApiStack(Stack):
                 f"{pascal(entry.name)}Integration", self.functions[entry.name].function
             )
             for path, methods in model_routes(entry.name):
-                self.api.add_routes(path=path, methods=methods, integration=integration)
+                self.api.add_routes(
+                    path=path, methods=[apigwv2.HttpMethod(m) for m in methods], integration=integration
+                )
         server = self.functions[config.served_models[0].name].function
         server_integration = integrations.HttpLambdaIntegration("ServerIntegration", server)
-        for path in SERVER_ROUTES:
-            self.api.add_routes(path=path, methods=[apigwv2.HttpMethod.GET], integration=server_integration)
+        for path, methods in SERVER_ROUTES:
+            self.api.add_routes(
+                path=path, methods=[apigwv2.HttpMethod(m) for m in methods], integration=server_integration
+            )
 
+        http_api_alarms(self.api, self.api)
         CfnOutput(self, "ApiUrl", value=self.stage.url)
 
     @staticmethod
@@ -133,37 +126,6 @@ class RealtimeApiStack(Stack):
         if config.jwt is None:
             return authorizers.HttpIamAuthorizer()
         return authorizers.HttpJwtAuthorizer("JwtAuthorizer", config.jwt.issuer, jwt_audience=list(config.jwt.audience))
-
-    def _alarm(self, function: ModelFunction, entry: ModelEntry, timeout: Duration) -> None:
-        """Errors, throttles and a p99 far beyond the model's latency budget each page someone."""
-        fn = function.function
-        period = Duration.minutes(5)
-        not_breaching = cloudwatch.TreatMissingData.NOT_BREACHING
-        fn.metric_errors(period=period, statistic="Sum").create_alarm(
-            function,
-            "ErrorsAlarm",
-            threshold=1,
-            evaluation_periods=1,
-            treat_missing_data=not_breaching,
-            alarm_description=f"{entry.name} API function raised errors",
-        )
-        fn.metric_throttles(period=period, statistic="Sum").create_alarm(
-            function,
-            "ThrottlesAlarm",
-            threshold=1,
-            evaluation_periods=1,
-            treat_missing_data=not_breaching,
-            alarm_description=f"{entry.name} API function was throttled (max_instances reached)",
-        )
-        p99_ms = min(10 * entry.lambda_.p95_budget_ms, 0.8 * timeout.to_milliseconds())
-        fn.metric_duration(period=period, statistic="p99").create_alarm(
-            function,
-            "P99DurationAlarm",
-            threshold=p99_ms,
-            evaluation_periods=3,
-            treat_missing_data=not_breaching,
-            alarm_description=f"{entry.name} API p99 duration above {p99_ms:.0f} ms (10x the p95 budget)",
-        )
 
 
 @jsii.implements(apigwv2.IAccessLogSettings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,8 @@ os.environ.setdefault("JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION", "1")
 from aws_cdk import App
 from aws_cdk.assertions import Template
 
-from catalog import ROOT, load_catalog
-from stacks.assembly import ServingStacks, assemble
+from catalog import load_catalog
+from stacks.assembly import ServingStacks, assemble, cdk_json_context
 from stacks.config import AppConfig
 from tests.infra.package_factory import build_context, write_package
 
@@ -24,7 +23,7 @@ STAND_IN_ENV = "INFRA_STAND_IN_PACKAGES"
 
 def cdk_context() -> dict:
     """The context `cdk synth` runs with (feature flags included), so tests build what the CLI builds."""
-    return json.loads((ROOT / "cdk.json").read_text())["context"]
+    return cdk_json_context()
 
 
 @pytest.fixture(scope="session")
@@ -66,10 +65,22 @@ def synthesized(infra_packages: dict[str, Path], tmp_path_factory: pytest.TempPa
     app = App(context=cdk_context(), outdir=str(outdir))
     stacks = assemble(app, config)
     assembly = app.synth()
-    kinds = {"artifacts": stacks.artifacts, "gpu": stacks.gpu, "api": stacks.api, "batch": stacks.batch}
+    kinds = {
+        "artifacts": stacks.artifacts,
+        "alarm_topic": stacks.alarm_topic,
+        "gpu": stacks.gpu,
+        "api": stacks.api,
+        "batch": stacks.batch,
+    }
     templates = {
         kind: Template.from_json(assembly.get_stack_by_name(stack.stack_name).template)
         for kind, stack in kinds.items()
         if stack is not None
     }
     return Synthesized(config=config, stacks=stacks, templates=templates, outdir=outdir)
+
+
+def literal_environment(function_properties: dict) -> dict[str, str]:
+    """A function's environment variables without those CloudFormation resolves at deploy time (bucket, endpoint)."""
+    variables = function_properties["Environment"]["Variables"]
+    return {name: value for name, value in variables.items() if isinstance(value, str)}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+from catalog import Target
+from functions.runtime.settings import Settings
 from stacks.config import API_HANDLER, BATCH_HANDLER
-from tests.infra.conftest import Synthesized
+from tests.infra.conftest import Synthesized, literal_environment
 
 
 def _by_prefix(resources: dict[str, dict], suffix: str) -> dict[str, dict]:
@@ -86,15 +88,24 @@ def test_scorers_run_the_batch_handler_from_the_api_image(synthesized: Synthesiz
         assert variables["BATCH_OUTPUT_PREFIX"] == platform.batch_output_prefix
         assert variables["BATCH_ROWS_PER_INFERENCE"] == str(platform.batch_rows_per_inference)
         assert "BATCH_BUCKET" in variables
+        settings = Settings.from_env(literal_environment(scorer))
+        assert settings.function_timeout_s == scorer["Timeout"]
+        entry = synthesized.config.catalog.model(name)
+        assert settings.sagemaker_max_batch == (
+            {name: entry.sagemaker.max_batch_size} if entry.target is Target.SAGEMAKER else {}
+        )
 
 
-def test_scorers_read_their_input_prefix_and_write_their_output_prefix_only(synthesized: Synthesized) -> None:
+def test_scorers_read_their_input_and_read_write_their_output_prefix_only(synthesized: Synthesized) -> None:
+    """The scorer reads <output>/<file>.summary.json before scoring and writes outputs by multipart upload: under
+    IAM, GetObject, PutObject (parts, complete, conditional writes) and AbortMultipartUpload on its output prefix."""
     platform = synthesized.config.catalog.platform
     for name in (entry.name for entry in synthesized.config.served_models):
         (policy,) = _by_prefix(
             synthesized.resources("batch", "AWS::IAM::Policy"), f"{name.capitalize()}Scorer"
         ).values()
         object_patterns: dict[str, set[str]] = {}
+        bucket_actions: set[str] = set()
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
@@ -102,9 +113,14 @@ def test_scorers_read_their_input_prefix_and_write_their_output_prefix_only(synt
                 for resource in resources:
                     if "Fn::Join" in resource:
                         object_patterns.setdefault(action, set()).add(resource["Fn::Join"][1][-1])
-        reads = object_patterns["s3:GetObject*"]
-        writes = object_patterns["s3:PutObject"]
-        assert reads == {f"/{platform.batch_input_prefix}{name}/*"}
-        assert writes == {f"/{platform.batch_output_prefix}{name}/*"}
+                    else:
+                        bucket_actions.add(action)
+        input_objects = f"/{platform.batch_input_prefix}{name}/*"
+        output_objects = f"/{platform.batch_output_prefix}{name}/*"
+        assert object_patterns["s3:GetObject*"] == {input_objects, output_objects}
+        assert object_patterns["s3:PutObject"] == {output_objects}
+        assert object_patterns["s3:Abort*"] == {output_objects}  # AbortMultipartUpload
         assert "s3:DeleteObject*" not in object_patterns
+        # ListBucket on the bucket: a summary not yet written answers 404 NoSuchKey, not 403 AccessDenied.
+        assert "s3:List*" in bucket_actions
         assert json.dumps(policy).count("s3:*") == 0

@@ -106,7 +106,8 @@ forbidden = [name for name in {forbidden!r} if importlib.util.find_spec(name) is
 api = importlib.import_module("functions.api.handler")
 batch = importlib.import_module("functions.batch.handler")
 loaded = [name for name in {forbidden!r} if name in sys.modules]
-print(json.dumps({{"forbidden": forbidden, "loaded": loaded, "api": sorted(api.models), "batch": sorted(batch.models),
+api_models, batch_models = sorted(api.function.models), sorted(batch.function.models)
+print(json.dumps({{"forbidden": forbidden, "loaded": loaded, "api": api_models, "batch": batch_models,
                   "site": [m.__file__ for m in (importlib.import_module("onnxruntime"),)]}}))
 """
 

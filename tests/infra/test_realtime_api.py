@@ -9,9 +9,11 @@ from aws_cdk import App
 from aws_cdk.assertions import Match, Template
 
 from catalog import Target, load_catalog
+from functions.runtime.settings import Settings
 from stacks.config import API_HANDLER, AppConfig, JwtSettings
-from stacks.realtime_api import SERVER_ROUTES, RealtimeApiStack
-from tests.infra.conftest import Synthesized, cdk_context
+from stacks.realtime_api import RealtimeApiStack
+from stacks.routes import SERVER_ROUTES, route_keys
+from tests.infra.conftest import Synthesized, cdk_context, literal_environment
 
 
 def _functions(synthesized: Synthesized) -> dict[str, dict]:
@@ -44,6 +46,16 @@ def test_api_function_timeouts_stay_below_the_http_api_limit(synthesized: Synthe
     assert set(timeouts.values()) == {synthesized.config.catalog.platform.api_function_timeout_s}
 
 
+def test_functions_know_their_own_timeout_and_their_endpoints_batch_limit(synthesized: Synthesized) -> None:
+    """Endpoint calls are sized to end before the function's timeout, and chunked to Triton's max_batch_size."""
+    for name, function in _functions(synthesized).items():
+        entry = synthesized.config.catalog.model(name)
+        settings = Settings.from_env(literal_environment(function))
+        assert settings.function_timeout_s == function["Timeout"], name
+        expected = {name: entry.sagemaker.max_batch_size} if entry.target is Target.SAGEMAKER else {}
+        assert settings.sagemaker_max_batch == expected, name
+
+
 def test_function_log_groups_have_retention(synthesized: Synthesized) -> None:
     for log_group in synthesized.resources("api", "AWS::Logs::LogGroup").values():
         assert log_group["Properties"]["RetentionInDays"] >= synthesized.config.catalog.platform.log_retention_days
@@ -59,7 +71,7 @@ def test_routes_cover_v2_v1_and_server_paths_for_every_model(synthesized: Synthe
     keys = {
         route["Properties"]["RouteKey"] for route in synthesized.resources("api", "AWS::ApiGatewayV2::Route").values()
     }
-    expected = {f"GET {path}" for path in SERVER_ROUTES}
+    expected = {f"GET {path}" for path, _ in SERVER_ROUTES}
     for entry in synthesized.config.served_models:
         expected |= {
             f"GET /v2/models/{entry.name}",
@@ -69,6 +81,8 @@ def test_routes_cover_v2_v1_and_server_paths_for_every_model(synthesized: Synthe
             f"POST /v1/models/{entry.name}:predict",
         }
     assert keys == expected
+    # the local front answers exactly these routes and leaves every other request to the gateway's own 404
+    assert set(route_keys(entry.name for entry in synthesized.config.served_models)) == keys
 
 
 def test_default_stage_throttles_and_writes_json_access_logs(synthesized: Synthesized) -> None:
@@ -90,14 +104,22 @@ def test_no_cors_unless_configured(synthesized: Synthesized) -> None:
     assert "CorsConfiguration" not in api["Properties"]
 
 
-def test_errors_throttles_and_p99_alarms_per_function(synthesized: Synthesized) -> None:
+def test_errors_throttles_server_errors_and_p99_alarms_per_function(synthesized: Synthesized) -> None:
     alarms = synthesized.resources("api", "AWS::CloudWatch::Alarm").values()
     by_metric: dict[str, int] = {}
     for alarm in alarms:
-        key = alarm["Properties"].get("MetricName") or alarm["Properties"].get("ExtendedStatistic")
+        key = alarm["Properties"].get("MetricName", "metric math")
         by_metric[key] = by_metric.get(key, 0) + 1
     served = len(synthesized.config.served_models)
-    assert by_metric == {"Errors": served, "Throttles": served, "Duration": served}
+    # per function, plus the HTTP API's 5xx and 4xx rate (test_alarms.py)
+    assert by_metric == {
+        "Errors": served,
+        "Throttles": served,
+        "ServerErrors": served,
+        "Duration": served,
+        "5xx": 1,
+        "metric math": 1,
+    }
     p99 = [alarm for alarm in alarms if alarm["Properties"].get("ExtendedStatistic") == "p99"]
     assert len(p99) == served
 
