@@ -43,7 +43,7 @@ def find_packages(build_missing: bool) -> dict[str, Path]:
 
 def usage_text(info: StackInfo) -> str:
     """What a person types next: curl for v2/v1/metadata, aws s3 cp and boto3 for batch."""
-    api, aws_url, bucket = info.api_url, info.aws_url, info.resources.bucket
+    api, aws_url, bucket, admin = info.api_url, info.aws_url, info.resources.bucket, info.admin
     prefix = load_catalog().platform.batch_input_prefix
     output = load_catalog().platform.batch_output_prefix
     lines = [
@@ -67,15 +67,18 @@ def usage_text(info: StackInfo) -> str:
         "",
         "  Batch (any file under the input prefix is scored; results land under the output prefix):",
         """    printf '{"id": "a", "text": "best launch ever"}\\n{"id": "b", "text": "meh"}\\n' > tweets.jsonl""",
-        "    export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1",
+        "  (moto enforces IAM: sign as the stack's administrator, created at start)",
+        f"    export AWS_ACCESS_KEY_ID={admin.access_key_id} AWS_SECRET_ACCESS_KEY={admin.secret_access_key}"
+        " AWS_DEFAULT_REGION=us-east-1",
         f"    aws s3 cp tweets.jsonl s3://{bucket}/{prefix}sentiment/tweets.jsonl --endpoint-url {aws_url}",
         f"    aws s3 ls s3://{bucket}/{output}sentiment/ --endpoint-url {aws_url}",
         f"    aws s3 cp s3://{bucket}/{output}sentiment/tweets.jsonl.summary.json - --endpoint-url {aws_url}",
-        f"    aws s3 cp s3://{bucket}/{output}sentiment/tweets.jsonl.out.jsonl - --endpoint-url {aws_url}",
+        "    # the summary's outputs.results and outputs.errors name this run's two row files",
         "",
         "  boto3:",
         f"    s3 = boto3.client('s3', endpoint_url='{aws_url}', region_name='us-east-1',",
-        "                      aws_access_key_id='testing', aws_secret_access_key='testing')",
+        f"                      aws_access_key_id='{admin.access_key_id}',"
+        f" aws_secret_access_key='{admin.secret_access_key}')",
         f"    s3.upload_file('tweets.jsonl', '{bucket}', '{prefix}sentiment/tweets.jsonl')",
         f"    s3.list_objects_v2(Bucket='{bucket}', Prefix='{output}sentiment/')['Contents']",
         "",

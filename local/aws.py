@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-import logging
+import socket
+import subprocess
+import sys
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from moto.server import ThreadedMotoServer
-
 from catalog import Platform
 from functions.runtime.package import read_manifest
-from local.config import HOST, REGION
+from local.clients import client
+from local.config import HOST
 
-# Short timeouts: everything is on this machine, so a slow answer means something is wrong, not busy.
-CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
+START_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -33,32 +32,46 @@ class LocalResources:
     dead_letter_queue_arn: str
 
 
-def start_moto(port: int) -> tuple[ThreadedMotoServer, str]:
-    """moto in server mode, so that any process (aws cli, boto3, the handlers) reaches it over HTTP."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per AWS call drowns the output
-    server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
-    server.start()
-    host, bound_port = server.get_host_and_port()
-    return server, f"http://{host}:{bound_port}"
+class MotoServer:
+    """moto in server mode, in a process of its own: its IAM setting and its state belong to this stack alone.
+
+    Any process (aws cli, boto3, the functions) reaches it over HTTP. In-process servers would share moto's global
+    backends and settings with every other moto user in the process (tests, a second stack).
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port or free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # werkzeug's access log: one line per AWS call
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=2):
+                    return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moto did not start on port {self.port}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
 
 
-def reset_moto(endpoint_url: str) -> None:
-    """Empty moto's state: in-process servers share moto's global backends, so a second stack would find the first's."""
-    request = urllib.request.Request(f"{endpoint_url}/moto-api/reset", data=b"", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
-
-
-def client(service: str, endpoint_url: str, access_key: str = "testing", secret_key: str = "testing") -> Any:
-    """A real boto3 client pointed at the local endpoint, with its own credentials (never the process's chain)."""
-    return boto3.client(
-        service,
-        endpoint_url=endpoint_url,
-        region_name=REGION,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        config=CLIENT_CONFIG,
-    )
+def free_port() -> int:
+    """A port nothing listens on now (port 0: any free port, as for the other servers)."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
 
 
 def provision(

@@ -18,8 +18,22 @@ LOCAL_SAGEMAKER_PORT = "LOCAL_SAGEMAKER_PORT"
 LOCAL_BUCKET = "LOCAL_BUCKET"
 LOCAL_VISIBILITY_TIMEOUT = "LOCAL_VISIBILITY_TIMEOUT"
 LOCAL_POLL_WAIT = "LOCAL_POLL_WAIT"
+LOCAL_API_TIMEOUT = "LOCAL_API_TIMEOUT"
+LOCAL_BATCH_TIMEOUT = "LOCAL_BATCH_TIMEOUT"
 LOG_LEVEL = "LOG_LEVEL"
 LOCAL_PACKAGES_DIR = "LOCAL_PACKAGES_DIR"  # serve packages from elsewhere than build/models (never trains there)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An identity's keys: a function's temporary role credentials, or the stack administrator's access key."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+
+BOOTSTRAP = Credentials("bootstrap", "bootstrap")  # accepted only while the stack is set up, before IAM is enforced
 
 
 class LocalConfigError(ValueError):
@@ -39,10 +53,24 @@ class LocalConfig:
     visibility_timeout_s: int | None = None  # None: the platform's (6x the batch function timeout), as in the cloud
     poll_wait_s: int = 2  # long-poll wait; shorter than Lambda's 20 s so that Ctrl-C is prompt
     log_level: str | None = None  # the functions' log level (LOG_LEVEL); None: Powertools' default
+    api_timeout_s: float | None = None  # None: the platform's; tests shorten them to see Lambda stop an invocation
+    batch_timeout_s: float | None = None
 
     def queue_visibility_timeout_s(self, platform: Platform) -> int:
         """The platform's timeout unless a test or a curious user shortened it."""
         return platform.queue_visibility_timeout_s if self.visibility_timeout_s is None else self.visibility_timeout_s
+
+    def batch_function_timeout_s(self, platform: Platform) -> float:
+        return self.batch_timeout_s or platform.batch_function_timeout_s
+
+    def check_event_source(self, platform: Platform) -> None:
+        """Lambda refuses an SQS event source whose visibility timeout is shorter than the function's timeout."""
+        visibility, timeout = self.queue_visibility_timeout_s(platform), self.batch_function_timeout_s(platform)
+        if visibility < timeout:
+            raise LocalConfigError(
+                f"Queue visibility timeout: {visibility} seconds is less than Function timeout: {timeout:g} seconds "
+                f"(set {LOCAL_BATCH_TIMEOUT} too, or a longer {LOCAL_VISIBILITY_TIMEOUT})"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalConfig:
@@ -55,6 +83,8 @@ class LocalConfig:
             visibility_timeout_s=_int(env, LOCAL_VISIBILITY_TIMEOUT, None),
             poll_wait_s=min(20, _int(env, LOCAL_POLL_WAIT, cls.poll_wait_s) or 0),  # SQS allows 0..20 s
             log_level=env.get(LOG_LEVEL) or None,
+            api_timeout_s=_int(env, LOCAL_API_TIMEOUT, None),
+            batch_timeout_s=_int(env, LOCAL_BATCH_TIMEOUT, None),
         )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog import Task, load_catalog
-from local import aws
+from local.clients import client
 from local.stack import LocalStack
 
 FALLBACK_TWEETS = [
@@ -122,7 +122,7 @@ def run_demo(stack: LocalStack) -> bool:
             print(f"\n{name} · {label} · {where} · HTTP {status} · {elapsed:.0f} ms\n  {_short(answer)}", flush=True)
 
     print("\n== Batch: a JSONL file of real tweets (one line deliberately broken) ==", flush=True)
-    s3 = aws.client("s3", stack.info.aws_url)
+    s3 = client("s3", stack.info.aws_url, stack.info.admin)
     bucket, platform = stack.info.resources.bucket, catalog.platform
     lines = [json.dumps({"id": f"tweet-{n}", "text": text}) for n, text in enumerate(tweets)]
     lines.insert(3, '{"id": "broken", "text": ')  # not JSON: this row must land in the errors file

@@ -13,6 +13,7 @@ import re
 import tarfile
 import tempfile
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -20,17 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
+from google.protobuf import text_format
 from pydantic import ValidationError
+from tritonclient.grpc import model_config_pb2
 
 from functions.runtime.errors import InputError
-from functions.runtime.package import TensorSpec, load_package
+from functions.runtime.package import PackageError, TensorSpec, load_package
 from functions.runtime.session import create_session
 from functions.runtime.tensors import InferRequest, decode_inputs, encode_response, requested_outputs
 from local.config import ACCOUNT_ID, REGION
 from local.loopback import LoopbackServer
 
 INVOCATIONS_PATH = re.compile(r"^/endpoints/(?P<endpoint>[A-Za-z0-9-]{1,63})/invocations$")
-MAX_PAYLOAD_BYTES = 25 * 1024 * 1024  # InvokeEndpoint's request limit
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's request limit for real-time endpoints
+INVOCATION_TIMEOUT_S = 60.0  # SageMaker stops waiting for the container after 60 s
 
 log = logging.getLogger("local.sagemaker")
 
@@ -44,6 +48,7 @@ class EndpointModel:
     session: ort.InferenceSession
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    max_batch_size: int  # from the packaged config.pbtxt; Triton refuses larger requests
 
     def infer(self, body: bytes) -> dict[str, Any]:
         """A v2 inference request in, a v2 response out; bad tensors raise InputError (Triton's 400)."""
@@ -52,31 +57,36 @@ class EndpointModel:
         except ValidationError as error:
             raise InputError(f"malformed v2 request: {error.errors()[0]['msg']}") from None
         feeds = decode_inputs(request, self.inputs)
+        batch = max(len(feed) for feed in feeds.values())
+        if batch > self.max_batch_size:
+            raise InputError(f"inference request batch-size must be <= {self.max_batch_size} for '{self.model_name}'")
         wanted = requested_outputs(request, self.outputs)
         results = self.session.run(wanted, feeds)
         return encode_response(self.model_name, self.version, dict(zip(wanted, results, strict=True)), request.id)
 
 
 def load_endpoint_model(package_dir: Path, work_dir: Path, intra_op_threads: int) -> EndpointModel:
-    """The verified package's Triton repository (what the endpoint's model.tar.gz holds), else its graph."""
+    """The verified package's Triton repository (what the endpoint's model.tar.gz holds), config and graph."""
     package = load_package(package_dir)
-    graph = package.graph_path
-    model_name = package.name
     archive = package.path / "triton" / "model.tar.gz"
-    if archive.is_file():
-        with tarfile.open(archive) as tar:
-            tar.extractall(work_dir, filter="data")
-        configs = sorted(work_dir.glob("*/config.pbtxt"))
-        if configs:
-            model_name = configs[0].parent.name
-            versions = sorted(p for p in configs[0].parent.glob("*/model.onnx"))
-            graph = versions[-1] if versions else graph
+    if not archive.is_file():
+        raise PackageError(f"{package_dir}: a SageMaker-placed model needs its Triton repository ({archive.name})")
+    with tarfile.open(archive) as tar:
+        tar.extractall(work_dir, filter="data")
+    config_path = next(iter(sorted(work_dir.glob("*/config.pbtxt"))), None)
+    if config_path is None:
+        raise PackageError(f"{archive}: no <model>/config.pbtxt in the Triton repository")
+    config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    versions = sorted(config_path.parent.glob("*/model.onnx"))
+    graph = versions[-1] if versions else package.graph_path
+    model_name = config.name or config_path.parent.name
     return EndpointModel(
         model_name=model_name,
         version="1",
         session=create_session(graph, intra_op_threads),
         inputs=list(package.manifest.graph.inputs),
         outputs=list(package.manifest.graph.outputs),
+        max_batch_size=config.max_batch_size,
     )
 
 
@@ -109,6 +119,7 @@ class EndpointStandIn(LoopbackServer):
         if not content_type.startswith("application/json"):
             message = f"content type {content_type!r}: Triton's JSON path takes application/json"
             return _model_error(endpoint, 400, message)
+        started = time.monotonic()
         try:
             document = model.infer(body)
         except InputError as error:
@@ -116,6 +127,9 @@ class EndpointStandIn(LoopbackServer):
         except Exception as error:  # onnxruntime's own error types
             log.exception("endpoint %s: inference failed", endpoint)
             return _model_error(endpoint, 500, f"inference failed: {error}")
+        if time.monotonic() - started > INVOCATION_TIMEOUT_S:
+            message = "Your invocation timed out while waiting for a response from container primary."
+            return _model_error(endpoint, 408, message)
         headers = {"Content-Type": "application/json", "x-Amzn-Invoked-Production-Variant": "AllTraffic"}
         return 200, headers, json.dumps(document, separators=(",", ":")).encode()
 
@@ -147,7 +161,7 @@ def _make_request_handler(standin: EndpointStandIn) -> type[BaseHTTPRequestHandl
             length = int(self.headers.get("content-length") or 0)
             if length > MAX_PAYLOAD_BYTES:
                 self.close_connection = True
-                self._reply(*_aws_error(413, "ValidationError", "Request payload over the 25 MB limit"))
+                self._reply(*_aws_error(413, "ValidationError", "Request payload over the 6 MB limit"))
                 return
             body = self.rfile.read(length) if length else b""
             if match is None:

@@ -8,13 +8,15 @@ import logging
 import os
 import time
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from local.config import ACCOUNT_ID, HOST
-from local.lambda_context import LocalFunction
+from local.lambda_runtime import FunctionError, LocalFunction
 from local.loopback import LoopbackServer
+from stacks.routes import match_route
 
 LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024  # synchronous invocation request and response limit
 API_ID = "local"
@@ -26,6 +28,7 @@ log = logging.getLogger("local.http")
 
 def build_event(
     *,
+    route_key: str = "$default",
     method: str,
     target: str,
     headers: list[tuple[str, str]],
@@ -55,7 +58,7 @@ def build_event(
     merged.setdefault("x-amzn-trace-id", f"Root=1-{int(now):08x}-{uuid.uuid4().hex[:24]}")
     event: dict[str, Any] = {
         "version": "2.0",
-        "routeKey": "$default",
+        "routeKey": route_key,
         "rawPath": url.path or "/",
         "rawQueryString": url.query,
         "headers": merged,
@@ -72,7 +75,7 @@ def build_event(
                 "userAgent": merged.get("user-agent", ""),
             },
             "requestId": request_id,
-            "routeKey": "$default",
+            "routeKey": route_key,
             "stage": "$default",
             "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
             "timeEpoch": int(now * 1000),
@@ -121,24 +124,41 @@ def _error(status: int, message: str, error: str) -> tuple[int, list[tuple[str, 
 class ApiFront(LoopbackServer):
     """A threading HTTP server on 127.0.0.1 standing in for the HTTP API in front of the API function."""
 
-    def __init__(self, function: LocalFunction, port: int, *, max_body_bytes: int = LAMBDA_PAYLOAD_LIMIT_BYTES) -> None:
+    def __init__(
+        self,
+        function: LocalFunction,
+        port: int,
+        *,
+        route_keys: list[str],
+        max_body_bytes: int = LAMBDA_PAYLOAD_LIMIT_BYTES,
+    ) -> None:
         self.function = function
+        self.route_keys = route_keys
         self.max_body_bytes = max_body_bytes
         super().__init__(_make_request_handler(self), port, name="local-api-front")
 
     def handle(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """One request through the function, with the limits and failure answers of API Gateway + Lambda."""
+        """One request through the function, with the routes, limits and failure answers of API Gateway + Lambda."""
+        route_key = match_route(self.route_keys, method, urlsplit(target).path or "/")
+        if route_key is None:  # API Gateway answers itself; no function runs
+            return 404, [("content-type", "application/json")], json.dumps({"message": "Not Found"}).encode()
         event = build_event(
-            method=method, target=target, headers=headers, body=body, source_ip=source_ip, server_port=self.port
+            route_key=route_key,
+            method=method,
+            target=target,
+            headers=headers,
+            body=body,
+            source_ip=source_ip,
+            server_port=self.port,
         )
         if len(json.dumps(event)) > self.max_body_bytes:
             return _error(413, "Request Entity Too Large", "request over the 6 MB Lambda payload limit")
         try:
             result = self.function.invoke(event)
-        except Exception:
-            log.exception("the API function raised; API Gateway answers 500")
+        except FunctionError as error:  # an unhandled error or a timeout: the HTTP API answers 500
+            log.warning("%s; API Gateway answers 500", error)
             return _error(500, "Internal Server Error", "the function failed")
         status, response_headers, response_body = http_response(result)
         if len(response_body) > self.max_body_bytes:
@@ -213,6 +233,13 @@ def _make_request_handler(front: ApiFront) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug(format, *args)
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """Malformed requests and unknown methods get API Gateway's JSON, not http.server's HTML page."""
+            self.close_connection = True
+            self._reply(
+                *_error(code, message or HTTPStatus(code).phrase, explain or message or HTTPStatus(code).phrase)
+            )
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
 

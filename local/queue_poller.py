@@ -11,7 +11,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from local.config import REGION
-from local.lambda_context import LocalFunction
+from local.lambda_runtime import FunctionError, LocalFunction
 
 log = logging.getLogger("local.poller")
 
@@ -129,17 +129,14 @@ class QueuePoller:
         try:
             result = self.function.invoke(event)
             failed = failed_ids(result, ids)
-        except Exception:
-            log.exception("the batch function raised: all %d messages stay on the queue", len(messages))
+        except FunctionError as error:  # an unhandled error or a timeout: Lambda leaves the whole batch on the queue
+            log.warning("%s: all %d messages stay on the queue", error, len(messages))
             self.stats.handler_errors += 1
             failed = set(ids)
         self.stats.invocations += 1
         done = [message for message in messages if message["MessageId"] not in failed]
-        if done:
-            self.sqs.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done)],
-            )
+        for message in done:  # one by one: moto authorises DeleteMessageBatch as its own action, IAM as DeleteMessage
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
         self.stats.deleted += len(done)
         self.stats.retried += len(failed)
         log.info(

@@ -6,7 +6,6 @@ own; the stack never touches the process environment or imported modules.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 import time
@@ -14,19 +13,18 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from catalog import Catalog, Target, load_catalog
-from functions.api.app import create_api
-from functions.batch.app import create_batch_handler
-from functions.runtime.models import load_models
 from functions.runtime.settings import Settings
-from local import aws
-from local.config import LocalConfig
+from local import aws, iam
+from local.clients import client
+from local.config import ACCOUNT_ID, REGION, Credentials, LocalConfig
 from local.endpoint_standin import EndpointStandIn
 from local.http_front import ApiFront
-from local.lambda_context import LocalFunction
+from local.lambda_runtime import FunctionSpec, LocalFunction
+from local.policies import Statements, localize, synthesized_statements
 from local.queue_poller import QueuePoller
+from stacks.routes import route_keys
 
 API_FUNCTION_NAME = "model-serving-api-local"
 BATCH_FUNCTION_NAME = "model-serving-batch-local"
@@ -50,13 +48,22 @@ class StackInfo:
     resources: aws.LocalResources
     model_prefixes: dict[str, str]
     sagemaker_endpoints: dict[str, str]
+    admin: Credentials  # IAM is enforced: every request to moto must be signed by a known identity
 
 
 class LocalStack:
     """Start with `with LocalStack(config, packages) as stack:`; `stack.info` says where everything listens."""
 
-    def __init__(self, config: LocalConfig, packages: dict[str, Path], catalog: Catalog | None = None) -> None:
+    def __init__(
+        self,
+        config: LocalConfig,
+        packages: dict[str, Path],
+        catalog: Catalog | None = None,
+        statements: Statements | None = None,
+    ) -> None:
+        """`statements` replaces the functions' synthesized IAM statements (tests that take a grant away)."""
         self.config = config
+        self.statements = statements
         self.catalog = catalog or load_catalog()
         self.packages = {name: Path(path) for name, path in packages.items()}
         unknown = set(self.packages) - set(self.catalog.models)
@@ -68,7 +75,7 @@ class LocalStack:
         self.standin: EndpointStandIn | None = None
         self.api_function: LocalFunction | None = None
         self.batch_function: LocalFunction | None = None
-        self._moto: Any = None
+        self._moto: aws.MotoServer | None = None
         self._aws_url = ""
         self._models_dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -85,9 +92,9 @@ class LocalStack:
 
     def start(self) -> StackInfo:
         platform = self.catalog.platform
-        self._moto, aws_url = aws.start_moto(self.config.aws_port)
-        self._aws_url = aws_url
-        aws.reset_moto(aws_url)
+        self.config.check_event_source(platform)
+        self._moto = aws.MotoServer(self.config.aws_port)
+        aws_url = self._aws_url = self._moto.url
         resources = aws.provision(
             aws_url,
             bucket=self.config.bucket,
@@ -104,29 +111,45 @@ class LocalStack:
             {endpoints[name]: self.packages[name] for name in endpoints}, self.config.sagemaker_port
         )
         self.standin.start()
+        admin, api_role, batch_role = self._identities(aws_url, resources, endpoints)
         settings = self.function_settings(self._models_folder(), endpoints, resources.bucket)
-        models = load_models(settings, aws.client("sagemaker-runtime", self.standin.url))
-        api = create_api(settings.model_copy(update={"service_name": API_FUNCTION_NAME}), models)
-        batch = create_batch_handler(
-            settings.model_copy(update={"service_name": BATCH_FUNCTION_NAME}), models, aws.client("s3", aws_url)
-        )
         lambda_memory = max((self.catalog.model(n).lambda_.memory_mb for n in self.packages), default=2048)
+        api_timeout = self.config.api_timeout_s or platform.api_function_timeout_s
+        batch_timeout = self.config.batch_function_timeout_s(platform)
         self.api_function = LocalFunction(
-            api.lambda_handler,
-            function_name=API_FUNCTION_NAME,
-            memory_mb=lambda_memory,
-            timeout_s=platform.api_function_timeout_s,
+            FunctionSpec(
+                kind="api",
+                settings=settings.model_copy(
+                    update={"service_name": API_FUNCTION_NAME, "function_timeout_s": api_timeout}
+                ),
+                aws_url=aws_url,
+                sagemaker_url=self.standin.url,
+                credentials=api_role,
+                function_name=API_FUNCTION_NAME,
+                memory_mb=lambda_memory,
+                timeout_s=api_timeout,
+            )
         )
         self.batch_function = LocalFunction(
-            batch.lambda_handler,
-            function_name=BATCH_FUNCTION_NAME,
-            memory_mb=platform.batch_function_memory_mb,
-            timeout_s=platform.batch_function_timeout_s,
+            FunctionSpec(
+                kind="batch",
+                settings=settings.model_copy(
+                    update={"service_name": BATCH_FUNCTION_NAME, "function_timeout_s": batch_timeout}
+                ),
+                aws_url=aws_url,
+                sagemaker_url=self.standin.url,
+                credentials=batch_role,
+                function_name=BATCH_FUNCTION_NAME,
+                memory_mb=platform.batch_function_memory_mb,
+                timeout_s=batch_timeout,
+            )
         )
-        self.front = ApiFront(self.api_function, self.config.api_port)
+        self.api_function.start()
+        self.batch_function.start()
+        self.front = ApiFront(self.api_function, self.config.api_port, route_keys=route_keys(self.packages))
         self.front.start()
         self.poller = QueuePoller(
-            aws.client("sqs", aws_url),
+            client("sqs", aws_url, batch_role),  # the event source mapping polls with the function's role
             queue_url=resources.queue_url,
             queue_arn=resources.queue_arn,
             function=self.batch_function,
@@ -134,9 +157,27 @@ class LocalStack:
             wait_s=self.config.poll_wait_s,
         )
         self.poller.start()
-        self.info = StackInfo(self.front.url, aws_url, self.standin.url, resources, prefixes, endpoints)
+        self.info = StackInfo(self.front.url, aws_url, self.standin.url, resources, prefixes, endpoints, admin)
         self.wait_ready()
         return self.info
+
+    def _identities(
+        self, aws_url: str, resources: aws.LocalResources, endpoints: dict[str, str]
+    ) -> tuple[Credentials, Credentials, Credentials]:
+        """The administrator and each function's role (with its synthesized statements); then moto enforces IAM."""
+        statements = self.statements or synthesized_statements(self.packages)
+        values = {
+            "bucket": resources.bucket,
+            "queue_arn": resources.queue_arn,
+            "queue_url": resources.queue_url,
+            "endpoint_arn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT_ID}:endpoint/*",
+            "log_group_arn": f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:/aws/lambda/*",
+        }
+        admin = iam.create_admin(aws_url)
+        api_role = iam.role_credentials(aws_url, API_FUNCTION_NAME, localize(statements["api"], values))
+        batch_role = iam.role_credentials(aws_url, BATCH_FUNCTION_NAME, localize(statements["batch"], values))
+        iam.set_unauthenticated_requests(aws_url, 0)
+        return admin, api_role, batch_role
 
     def function_settings(self, models_dir: str, endpoints: dict[str, str], bucket: str) -> Settings:
         """What the stacks give each function, with this machine's package folder, bucket and stand-in endpoints."""
@@ -144,6 +185,7 @@ class LocalStack:
         return Settings(
             models_dir=Path(models_dir),
             sagemaker_endpoints=endpoints,
+            sagemaker_max_batch={name: self.catalog.model(name).sagemaker.max_batch_size for name in endpoints},
             max_instances={name: self.catalog.model(name).max_instances for name in self.packages},
             batch_bucket=bucket,
             batch_input_prefix=platform.batch_input_prefix,
@@ -177,13 +219,14 @@ class LocalStack:
         if self.front is not None:
             self.front.stop()
             self.front = None
+        for function in (self.api_function, self.batch_function):
+            if function is not None:
+                function.stop()
         if self.standin is not None:
             self.standin.stop()
             self.standin = None
         if self._moto is not None:
-            with contextlib.suppress(OSError):
-                aws.reset_moto(self._aws_url)  # leave no buckets or queues behind for the next in-process user
-            self._moto.stop()
+            self._moto.stop()  # its process holds all the stack's AWS state, so nothing is left behind
             self._moto = None
         if self._models_dir is not None:
             self._models_dir.cleanup()

@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +14,13 @@ import numpy as np
 import pytest
 
 from catalog import Task, load_catalog
-from local import aws
+from local.clients import client
 from local.config import LocalConfig
 from local.stack import LocalStack
+from tests.integration.stack_client import WAIT_S, assert_every_row_once, http, score_file
 
 CATALOG = load_catalog()
 PLATFORM = CATALOG.platform
-WAIT_S = 90.0  # every wait in this module is bounded by this
 TWEETS = [
     "I just don't trust my life in google's hands #driverless cars",
     "self-driving cars just seem lazy and a waste of money",
@@ -36,7 +34,13 @@ TWEETS = [
 def stack(packages: dict[str, Path]) -> Iterator[LocalStack]:
     """The whole stack on free ports, with a 1 s visibility timeout so retries and redrive happen within a test."""
     config = LocalConfig(
-        api_port=0, aws_port=0, sagemaker_port=0, bucket="model-serving-it", visibility_timeout_s=1, poll_wait_s=1
+        api_port=0,
+        aws_port=0,
+        sagemaker_port=0,
+        bucket="model-serving-it",
+        visibility_timeout_s=2,
+        batch_timeout_s=2,
+        poll_wait_s=1,
     )
     with LocalStack(config, packages) as running:
         yield running
@@ -45,34 +49,13 @@ def stack(packages: dict[str, Path]) -> Iterator[LocalStack]:
 @pytest.fixture(scope="module")
 def s3(stack: LocalStack) -> Any:
     assert stack.info is not None
-    return aws.client("s3", stack.info.aws_url)
+    return client("s3", stack.info.aws_url, stack.info.admin)
 
 
 @pytest.fixture(scope="module")
 def sqs(stack: LocalStack) -> Any:
     assert stack.info is not None
-    return aws.client("sqs", stack.info.aws_url)
-
-
-def http(
-    stack: LocalStack,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    raw: bytes | None = None,
-    content_type: str = "application/json",
-) -> tuple[int, dict[str, str], Any]:
-    """One real HTTP request to the front; returns status, headers and the JSON body."""
-    assert stack.info is not None
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    headers = {"content-type": content_type} if data is not None else {}
-    request = urllib.request.Request(stack.info.api_url + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, {k.lower(): v for k, v in error.headers.items()}, json.loads(error.read())
+    return client("sqs", stack.info.aws_url, stack.info.admin)
 
 
 def digit_images(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -215,9 +198,10 @@ def test_bad_requests_get_a_4xx_json_error(
     got, headers, answer = http(stack, "POST", path, raw=raw, content_type=content_type)
     assert got == status, answer
     assert headers["content-type"].startswith("application/json")
-    assert isinstance(answer["error"], str)
-    assert answer["error"]
-    assert "Traceback" not in answer["error"]
+    message = answer.get("error") or answer["message"]  # the function's, or the gateway's own for no route
+    assert isinstance(message, str)
+    assert message
+    assert "Traceback" not in message
 
 
 def test_a_body_over_the_lambda_limit_is_refused_with_413(stack: LocalStack) -> None:
@@ -228,45 +212,6 @@ def test_a_body_over_the_lambda_limit_is_refused_with_413(stack: LocalStack) -> 
 
 
 # --- S3 → SQS → batch function ----------------------------------------------------------------------------------------
-
-
-def wait_for_object(s3: Any, bucket: str, key: str, timeout_s: float = WAIT_S) -> bytes:
-    """Poll for an object with a deadline; the batch function writes the summary last."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except s3.exceptions.NoSuchKey:
-            time.sleep(0.2)
-    raise TimeoutError(f"s3://{bucket}/{key} did not appear within {timeout_s:.0f} s")
-
-
-def jsonl_rows(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
-    text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def score_file(stack: LocalStack, s3: Any, relative_key: str, body: bytes) -> tuple[dict[str, Any], float]:
-    """Put a file under the batch input prefix and wait for its summary; returns it and the turnaround in seconds."""
-    assert stack.info is not None
-    bucket = stack.info.resources.bucket
-    started = time.monotonic()
-    s3.put_object(Bucket=bucket, Key=f"{PLATFORM.batch_input_prefix}{relative_key}", Body=body)
-    summary_key = f"{PLATFORM.batch_output_prefix}{relative_key}.summary.json"
-    summary = json.loads(wait_for_object(s3, bucket, summary_key))
-    return summary, time.monotonic() - started
-
-
-def assert_every_row_once(s3: Any, summary: dict[str, Any], lines: list[int]) -> tuple[list[dict], list[dict]]:
-    """Each input row is in exactly one of the output and errors files, and the summary counts both."""
-    bucket = summary["outputs"]["bucket"]
-    scored = jsonl_rows(s3, bucket, summary["outputs"]["results"])
-    failed = jsonl_rows(s3, bucket, summary["outputs"]["errors"])
-    seen = [row["line"] for row in scored] + [row["line"] for row in failed]
-    assert sorted(seen) == sorted(lines)
-    assert summary["rows"] == len(lines) == summary["scored"] + summary["failed"]
-    assert (summary["scored"], summary["failed"]) == (len(scored), len(failed))
-    return scored, failed
 
 
 def test_a_jsonl_file_with_good_and_bad_lines_is_scored_row_by_row(stack: LocalStack, s3: Any) -> None:

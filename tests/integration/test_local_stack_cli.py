@@ -29,6 +29,7 @@ def test_demo_answers_scores_a_batch_file_then_stops_cleanly_on_sigint(packages:
         "LOCAL_AWS_PORT": "0",
         "LOCAL_SAGEMAKER_PORT": "0",
         "LOCAL_VISIBILITY_TIMEOUT": "5",
+        "LOCAL_BATCH_TIMEOUT": "5",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DEMO_ONCE", None)

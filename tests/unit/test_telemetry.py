@@ -35,7 +35,8 @@ def test_metric_sets_are_per_function(capsys: pytest.CaptureFixture[str]) -> Non
     api_metrics.flush_metrics()
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(documents) == 1
-    assert "InferenceLatency" in documents[0] and "RowsScored" not in documents[0]
+    assert "InferenceLatency" in documents[0]
+    assert "RowsScored" not in documents[0]
     assert "model" not in documents[0]
 
 
