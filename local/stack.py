@@ -21,7 +21,7 @@ from local.clients import client
 from local.config import ACCOUNT_ID, REGION, Credentials, LocalConfig
 from local.endpoint_standin import EndpointStandIn
 from local.http_front import ApiFront
-from local.lambda_runtime import FunctionSpec, LocalFunction
+from local.lambda_runtime import FunctionKind, FunctionSpec, LocalFunction
 from local.policies import Statements, localize, synthesized_statements
 from local.queue_poller import QueuePoller
 from stacks.routes import route_keys
@@ -116,33 +116,18 @@ class LocalStack:
         lambda_memory = max((self.catalog.model(n).lambda_.memory_mb for n in self.packages), default=2048)
         api_timeout = self.config.api_timeout_s or platform.api_function_timeout_s
         batch_timeout = self.config.batch_function_timeout_s(platform)
-        self.api_function = LocalFunction(
-            FunctionSpec(
-                kind="api",
-                settings=settings.model_copy(
-                    update={"service_name": API_FUNCTION_NAME, "function_timeout_s": api_timeout}
-                ),
-                aws_url=aws_url,
-                sagemaker_url=self.standin.url,
-                credentials=api_role,
-                function_name=API_FUNCTION_NAME,
-                memory_mb=lambda_memory,
-                timeout_s=api_timeout,
-            )
-        )
-        self.batch_function = LocalFunction(
-            FunctionSpec(
-                kind="batch",
-                settings=settings.model_copy(
-                    update={"service_name": BATCH_FUNCTION_NAME, "function_timeout_s": batch_timeout}
-                ),
-                aws_url=aws_url,
-                sagemaker_url=self.standin.url,
-                credentials=batch_role,
-                function_name=BATCH_FUNCTION_NAME,
-                memory_mb=platform.batch_function_memory_mb,
-                timeout_s=batch_timeout,
-            )
+
+        def function(
+            kind: FunctionKind, name: str, role: Credentials, memory_mb: int, timeout_s: float
+        ) -> LocalFunction:
+            """The function as its stack declares it: its own name, role, memory and timeout (also in its Settings)."""
+            own = settings.model_copy(update={"service_name": name, "function_timeout_s": timeout_s})
+            assert self.standin is not None
+            return LocalFunction(FunctionSpec(kind, own, aws_url, self.standin.url, role, name, memory_mb, timeout_s))
+
+        self.api_function = function("api", API_FUNCTION_NAME, api_role, lambda_memory, api_timeout)
+        self.batch_function = function(
+            "batch", BATCH_FUNCTION_NAME, batch_role, platform.batch_function_memory_mb, batch_timeout
         )
         self.api_function.start()
         self.batch_function.start()
