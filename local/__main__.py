@@ -118,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     level = logging.DEBUG if arguments.verbose or os.environ.get("LOG_LEVEL") == "DEBUG" else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if arguments.command == "demo" and level > logging.DEBUG:
+        for chatty in ("local.http", "local.poller"):  # the demo prints each answer itself
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)  # "found credentials/endpoint" lines on every client
     packages = find_packages(build_missing=not arguments.no_build)
     config = LocalConfig.from_env()

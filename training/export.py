@@ -139,8 +139,16 @@ def _optimize_bert(
     from onnxruntime.transformers.optimizer import optimize_model
 
     num_heads, hidden_size = transformer
+    # ORT's own graph pass for a GPU needs a CUDA build; without one, only the provider-neutral fusions run
+    # (opt_level 0 says so, where ORT would log an error and skip the pass all the same).
+    gpu_pass = use_gpu and "CUDAExecutionProvider" in ort.get_available_providers()
     optimized = optimize_model(
-        str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, use_gpu=use_gpu
+        str(source),
+        model_type="bert",
+        num_heads=num_heads,
+        hidden_size=hidden_size,
+        use_gpu=use_gpu,
+        opt_level=None if gpu_pass or not use_gpu else 0,
     )
     fused = {op: count for op, count in optimized.get_fused_operator_statistics().items() if count}
     missing = [
