@@ -22,7 +22,7 @@ def standing_notes(*, quick: bool, checkpoint: Path | None) -> list[str]:
         "Items 1, 3 and 8 time the API handler exactly as Lambda calls it (API Gateway payload 2.0 event in, "
         "JSON response out; Powertools' per-request EMF line goes to a sink); contenders run in alternating blocks.",
         "Item 5 times one pass of each side (upload to summary vs a hand-written tokenise + session.run loop); "
-        "its RSS is that of the whole local-stack process (moto, poller, both handlers).",
+        "its RSS is the batch function's own process (the local stack runs each function in one, as Lambda does).",
         "Item 9 stretches the measured single-thread latency by 1769/memory below one vCPU; prices and their "
         "sources are in placement.json.",
     ]
