@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,8 @@ SYMBOLS: dict[tuple[str, str], str] = {
 Statements = dict[str, list[dict[str, Any]]]
 
 
-def cache_key() -> str:
-    digest = hashlib.sha256()
+def cache_key(models: Iterable[str]) -> str:
+    digest = hashlib.sha256(",".join(sorted(models)).encode())
     for source in POLICY_SOURCES:
         path = ROOT / source
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
@@ -49,8 +49,8 @@ def cache_key() -> str:
 
 
 def synthesized_statements(packages: Mapping[str, Path]) -> Statements:
-    """{"api": [...], "batch": [...]}: every model's function statements, with symbols where local ARNs go."""
-    cached = CACHE_DIR / f"policies-{cache_key()}.json"
+    """{"api": [...], "batch": [...]}: the statements of every served model's functions, symbols where ARNs go."""
+    cached = CACHE_DIR / f"policies-{cache_key(packages)}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,9 @@ def synthesized_statements(packages: Mapping[str, Path]) -> Statements:
     if done.returncode != 0:
         raise RuntimeError(f"synthesizing the stacks for their IAM policies failed:\n{done.stderr[-3000:]}")
     statements: Statements = json.loads(done.stdout.strip().splitlines()[-1])
-    cached.write_text(json.dumps(statements, indent=1))
+    partial = cached.with_suffix(f".{os.getpid()}.partial")
+    partial.write_text(json.dumps(statements, indent=1))
+    partial.replace(cached)  # atomic: two stacks starting at once never read half a file
     return statements
 
 
@@ -106,6 +108,7 @@ def _synthesize(packages: Mapping[str, Path]) -> Statements:
     from stacks.function_policies import PSEUDO_PARAMETERS, resolve_statements, synthesize_function_policies
 
     pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT_ID}
+    catalog = load_catalog()  # only the models this stack serves: the deploy gate wants a package for each
 
     with tempfile.TemporaryDirectory(prefix="local-policies-") as scratch:
         context = Path(scratch) / "context"
@@ -118,7 +121,7 @@ def _synthesize(packages: Mapping[str, Path]) -> Statements:
         ) in packages.items():  # hard links where possible: the gate reads them, the image build never runs
             shutil.copytree(path, context / "build" / "models" / name, copy_function=_link_or_copy)
         config = AppConfig(
-            catalog=load_catalog(),
+            catalog=catalog.model_copy(update={"models": {name: catalog.models[name] for name in packages}}),
             stage="local",
             account=ACCOUNT_ID,
             region=REGION,
