@@ -1,7 +1,7 @@
 """IAM in the local stack: an administrator for the person at the keyboard, a role per function, and moto enforcing.
 
 Everything is created while moto still answers unauthenticated requests; `enforce` then makes moto check every
-request's signature and the caller's policies, as AWS does, until `relax` gives the previous setting back.
+request's signature and the caller's policies, as AWS does.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ def role_credentials(aws_url: str, role_name: str, statements: Sequence[dict[str
     return Credentials(keys["AccessKeyId"], keys["SecretAccessKey"], keys["SessionToken"])
 
 
-def set_unauthenticated_requests(aws_url: str, count: float) -> float:
-    """moto's INITIAL_NO_AUTH_ACTION_COUNT through its API (0: check every request); returns the previous value."""
+def enforce(aws_url: str) -> None:
+    """From now on moto checks every request's signature and the caller's policies (INITIAL_NO_AUTH_ACTION_COUNT 0).
+
+    The setting lives in moto's own process, which belongs to one stack, so nothing has to be restored.
+    """
     request = urllib.request.Request(
-        f"{aws_url}/moto-api/reset-auth",
-        data=str(count).encode(),
-        headers={"content-type": "text/plain"},
-        method="POST",
+        f"{aws_url}/moto-api/reset-auth", data=b"0", headers={"content-type": "text/plain"}, method="POST"
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return float(json.loads(response.read())["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"])
+        response.read()

@@ -161,7 +161,7 @@ class LocalStack:
         admin = iam.create_admin(aws_url)
         api_role = iam.role_credentials(aws_url, API_FUNCTION_NAME, localize(statements["api"], values))
         batch_role = iam.role_credentials(aws_url, BATCH_FUNCTION_NAME, localize(statements["batch"], values))
-        iam.set_unauthenticated_requests(aws_url, 0)
+        iam.enforce(aws_url)
         return admin, api_role, batch_role
 
     def function_settings(self, models_dir: str, endpoints: dict[str, str], bucket: str) -> Settings:
