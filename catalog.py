@@ -46,6 +46,7 @@ class Platform(_Strict):
     api_throttle_rate: Annotated[int, Field(ge=1)] = 100
     api_throttle_burst: Annotated[int, Field(ge=1)] = 200
     log_retention_days: Annotated[int, Field(ge=1)] = 30
+    capture_prefix: str = "monitoring/capture/"  # data capture records land under <prefix><model>/<yyyy-mm-dd>/
 
     @property
     def queue_visibility_timeout_s(self) -> int:
@@ -81,6 +82,14 @@ class TrainingPlacement(_Strict):
     max_run_s: Annotated[int, Field(ge=60)] = 4 * 3600
 
 
+class Canary(_Strict):
+    """How a new version takes traffic: this share first, for this long, before the rest (CodeDeploy for the
+    functions, SageMaker deployment guardrails for the endpoint); an alarm in that time rolls it back."""
+
+    percent: Annotated[int, Field(ge=1, le=50)] = 10
+    minutes: Annotated[int, Field(ge=1, le=60)] = 5
+
+
 class ModelEntry(_Strict):
     name: str
     task: Task
@@ -94,6 +103,7 @@ class ModelEntry(_Strict):
     lambda_: LambdaPlacement = Field(default_factory=LambdaPlacement, alias="lambda")
     sagemaker: SageMakerPlacement = Field(default_factory=SageMakerPlacement)
     training: TrainingPlacement = Field(default_factory=TrainingPlacement)
+    canary: Canary = Field(default_factory=Canary)
 
     @model_validator(mode="after")
     def _labels_match_task(self) -> ModelEntry:

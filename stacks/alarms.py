@@ -17,6 +17,8 @@ from functions.api.errors import SERVER_ERRORS  # the metric the API emits (EMF)
 from stacks.nag import suppress
 
 PERIOD = Duration.minutes(5)
+# A canary lasts minutes: its alarms look at one-minute periods, or they could not fire before the traffic shift.
+CANARY_PERIOD = Duration.minutes(1)
 # A 4xx rate is noise on a quiet API (one bad probe is 100 %): it alarms only above this many requests a period.
 CLIENT_ERROR_RATE_PERCENT = 25
 CLIENT_ERROR_MIN_REQUESTS = 20
@@ -79,6 +81,54 @@ def function_alarms(
     )
 
 
+def version_metric(
+    fn: lambda_.IFunction, alias: lambda_.IAlias, version: lambda_.IVersion, metric_name: str, statistic: str
+) -> cloudwatch.Metric:
+    """A Lambda metric of one version as invoked through the alias (Lambda's `ExecutedVersion` dimension): during a
+    canary, the new version's own errors and latency, apart from the old version's."""
+    return cloudwatch.Metric(
+        namespace="AWS/Lambda",
+        metric_name=metric_name,
+        dimensions_map={
+            "FunctionName": fn.function_name,
+            "Resource": f"{fn.function_name}:{alias.alias_name}",
+            "ExecutedVersion": version.version,
+        },
+        period=CANARY_PERIOD,
+        statistic=statistic,
+    )
+
+
+def canary_alarms(
+    scope: Construct,
+    fn: lambda_.IFunction,
+    alias: lambda_.IAlias,
+    version: lambda_.IVersion,
+    entry: ModelEntry,
+    timeout: Duration,
+) -> list[cloudwatch.Alarm]:
+    """What rolls a canary back: any error of the new version in a minute, or its p99 above the latency alarm's
+    threshold for two minutes in a row."""
+    name = entry.name
+    errors = alarm(
+        scope,
+        "CanaryErrorsAlarm",
+        version_metric(fn, alias, version, "Errors", "Sum"),
+        f"{name}: the version deployed behind the {alias.alias_name} alias raised errors (a canary rolls back)",
+    )
+    p99_ms = latency_threshold_ms(entry, timeout)
+    latency = alarm(
+        scope,
+        "CanaryP99DurationAlarm",
+        version_metric(fn, alias, version, "Duration", "p99"),
+        f"{name}: p99 duration of the version deployed behind the {alias.alias_name} alias above {p99_ms:.0f} ms "
+        "(a canary rolls back)",
+        threshold=p99_ms,
+        evaluation_periods=2,
+    )
+    return [errors, latency]
+
+
 def http_api_alarms(scope: Construct, api: apigwv2.HttpApi) -> None:
     """5xx at the edge (integration failures and timeouts included) and a high 4xx rate (a broken client or auth)."""
     server_errors = api.metric_server_error(period=PERIOD, statistic="Sum")
@@ -104,29 +154,36 @@ def http_api_alarms(scope: Construct, api: apigwv2.HttpApi) -> None:
 
 def endpoint_alarms(
     scope: Construct, entry: ModelEntry, endpoint_name: str, variant_name: str, timeout: Duration
-) -> None:
-    """5xx from the model container, and a p99 model latency that would time out the front function."""
+) -> list[cloudwatch.Alarm]:
+    """5xx from the model container, and a p99 model latency that would time out the front function; the endpoint's
+    blue/green deployments roll back on them."""
     dimensions = {"EndpointName": endpoint_name, "VariantName": variant_name}
     errors = cloudwatch.Metric(
         namespace="AWS/SageMaker",
         metric_name="Invocation5XXErrors",
         dimensions_map=dimensions,
-        period=PERIOD,
+        period=CANARY_PERIOD,
         statistic="Sum",
     )
-    alarm(scope, "Invocation5xxAlarm", errors, f"{entry.name} endpoint answered 5xx")
     latency = cloudwatch.Metric(
-        namespace="AWS/SageMaker", metric_name="ModelLatency", dimensions_map=dimensions, period=PERIOD, statistic="p99"
+        namespace="AWS/SageMaker",
+        metric_name="ModelLatency",
+        dimensions_map=dimensions,
+        period=CANARY_PERIOD,
+        statistic="p99",
     )
     p99_ms = latency_threshold_ms(entry, timeout)
-    alarm(
-        scope,
-        "ModelLatencyAlarm",
-        latency,
-        f"{entry.name} endpoint p99 model latency above {p99_ms:.0f} ms",
-        threshold=p99_ms * 1000,  # ModelLatency is in microseconds
-        evaluation_periods=3,
-    )
+    return [
+        alarm(scope, "Invocation5xxAlarm", errors, f"{entry.name} endpoint answered 5xx"),
+        alarm(
+            scope,
+            "ModelLatencyAlarm",
+            latency,
+            f"{entry.name} endpoint p99 model latency above {p99_ms:.0f} ms",
+            threshold=p99_ms * 1000,  # ModelLatency is in microseconds
+            evaluation_periods=3,
+        ),
+    ]
 
 
 def dead_letter_queue(scope: Construct, construct_id: str, description: str) -> sqs.Queue:

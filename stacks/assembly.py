@@ -1,4 +1,4 @@
-"""Catalog + config -> the four stacks, wired by passing constructs; app.py and the tests both call `assemble`."""
+"""Catalog + config -> the stacks, wired by passing constructs; app.py and the tests both call `assemble`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from stacks.batch import BatchStack
 from stacks.config import AppConfig
 from stacks.deploy_gate import verify_packages
 from stacks.gpu_endpoint import GpuEndpointStack
+from stacks.monitoring import MonitoringStack
 from stacks.nag import apply_checks
 from stacks.realtime_api import RealtimeApiStack
 
@@ -28,11 +29,12 @@ class ServingStacks:
     gpu: GpuEndpointStack | None
     api: RealtimeApiStack
     batch: BatchStack
+    monitoring: MonitoringStack
     packages: dict[str, ModelPackage]
 
     @property
     def all(self) -> list[Stack]:
-        stacks = (self.artifacts, self.alarm_topic, self.gpu, self.api, self.batch)
+        stacks = (self.artifacts, self.alarm_topic, self.gpu, self.api, self.batch, self.monitoring)
         return [stack for stack in stacks if stack is not None]
 
 
@@ -54,9 +56,19 @@ def assemble(app: App, config: AppConfig) -> ServingStacks:
     endpoints = gpu.endpoints if gpu is not None else {}
     api = RealtimeApiStack(app, f"{prefix}-RealtimeApi", config=config, endpoints=endpoints, env=env)
     batch = BatchStack(app, f"{prefix}-Batch", config=config, bucket=artifacts.bucket, endpoints=endpoints, env=env)
+    # A scorer runs the same image as its API function: it ships only after that image's canary passed (a canary
+    # that rolls back fails the API stack's update, and `cdk deploy --all` stops before this stack).
+    batch.add_dependency(api, "batch scorers ship an image only after the API canary of the same image passed")
+    monitoring = MonitoringStack(app, f"{prefix}-Monitoring", config=config, bucket=artifacts.bucket, api=api, env=env)
 
     stacks = ServingStacks(
-        artifacts=artifacts, alarm_topic=alarm_topic, gpu=gpu, api=api, batch=batch, packages=packages
+        artifacts=artifacts,
+        alarm_topic=alarm_topic,
+        gpu=gpu,
+        api=api,
+        batch=batch,
+        monitoring=monitoring,
+        packages=packages,
     )
     for stack in stacks.all:
         Aspects.of(stack).add(NotifyOnAlarm(alarm_topic.topic))

@@ -117,7 +117,8 @@ class BatchStack(Stack):
             function.role.add_to_policy(
                 iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint.endpoint_arn])
             )
-        function.function.add_event_source(
+        # The mapping invokes the live alias, so `update-alias` to the previous version rolls the scorer back.
+        function.alias.add_event_source(
             event_sources.SqsEventSource(
                 queue,
                 batch_size=platform.queue_batch_size,
@@ -126,7 +127,7 @@ class BatchStack(Stack):
             )
         )
         suppress(
-            function.function,
+            function,
             "Serverless-LambdaEventSourceMappingDestination",
             "SQS event source mappings take no on-failure destination; "
             "the queue's redrive policy sends failures to the DLQ",

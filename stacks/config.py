@@ -14,6 +14,7 @@ DOCKERFILE = "functions/Dockerfile"
 IMAGE_MODELS_DIR = "/var/task/models"
 API_HANDLER = "functions.api.handler.lambda_handler"
 BATCH_HANDLER = "functions.batch.handler.lambda_handler"
+DRIFT_HANDLER = "functions.monitoring.handler.lambda_handler"
 SERVICE_NAME = "model-serving"
 
 

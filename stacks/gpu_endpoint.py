@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_cdk import Aws, CfnMapping, CfnOutput, Duration, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sagemaker
@@ -50,6 +51,10 @@ TRITON_REGISTRIES: dict[str, str] = {
     "us-west-2": "763104351884",
 }
 VARIANT_NAME = "AllTraffic"
+ENDPOINT_NAME_MAX = 63  # SageMaker's limit
+# A canary must be at most half the new fleet: a fleet this small shifts all at once (still blue/green: the old fleet
+# serves until the new one is in service, and stays through the bake, ready to take the traffic back).
+CANARY_MIN_INSTANCES = 2
 
 
 @dataclass(frozen=True)
@@ -157,8 +162,24 @@ class TritonEndpoint(Construct):
                 )
             ],
         )
+        # Named, so the alarms can watch it before it exists and the endpoint can name them for its rollbacks
+        # (the alarm topic's policy trusts alarms under the stack prefix, which the name starts with).
+        endpoint_name = f"{Stack.of(self).stack_name}-{construct_id}"
+        if len(endpoint_name) > ENDPOINT_NAME_MAX:
+            raise ValueError(
+                f"endpoint name {endpoint_name!r} is over {ENDPOINT_NAME_MAX} characters: shorten the stage"
+            )
+        self.alarms = endpoint_alarms(
+            self, entry, endpoint_name, VARIANT_NAME, Duration.seconds(config.catalog.platform.api_function_timeout_s)
+        )
         self.endpoint = sagemaker.CfnEndpoint(
-            self, "Endpoint", endpoint_config_name=self.endpoint_config.attr_endpoint_config_name
+            self,
+            "Endpoint",
+            endpoint_name=endpoint_name,
+            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+            deployment_config=blue_green(entry, self.alarms),
+            # An update keeps the instance count autoscaling has set, instead of resetting it to the initial count.
+            retain_all_variant_properties=True,
         )
 
         scaling = appscaling.ScalableTarget(
@@ -184,17 +205,33 @@ class TritonEndpoint(Construct):
             scale_in_cooldown=Duration.minutes(5),
             scale_out_cooldown=Duration.minutes(1),
         )
-        endpoint_alarms(
-            self,
-            entry,
-            self.endpoint.attr_endpoint_name,
-            VARIANT_NAME,
-            Duration.seconds(config.catalog.platform.api_function_timeout_s),
-        )
         # Ref of AWS::SageMaker::Endpoint is the endpoint ARN as SageMaker reports it (lower-cased name).
         self.handle = GpuEndpoint(
             model=entry.name, endpoint_name=self.endpoint.attr_endpoint_name, endpoint_arn=self.endpoint.ref
         )
+
+
+def blue_green(entry: ModelEntry, alarms: list[cloudwatch.Alarm]) -> sagemaker.CfnEndpoint.DeploymentConfigProperty:
+    """SageMaker deployment guardrails: a new fleet beside the old, the catalog's canary share of capacity for its
+    minutes, then all traffic and the same bake before the old fleet goes; any alarm in that time rolls back."""
+    canary = entry.canary
+    wait_s = canary.minutes * 60
+    if entry.sagemaker.initial_instance_count >= CANARY_MIN_INSTANCES:
+        routing = sagemaker.CfnEndpoint.TrafficRoutingConfigProperty(
+            type="CANARY",
+            canary_size=sagemaker.CfnEndpoint.CapacitySizeProperty(type="CAPACITY_PERCENT", value=canary.percent),
+            wait_interval_in_seconds=wait_s,
+        )
+    else:
+        routing = sagemaker.CfnEndpoint.TrafficRoutingConfigProperty(type="ALL_AT_ONCE")
+    return sagemaker.CfnEndpoint.DeploymentConfigProperty(
+        blue_green_update_policy=sagemaker.CfnEndpoint.BlueGreenUpdatePolicyProperty(
+            traffic_routing_configuration=routing, termination_wait_in_seconds=wait_s
+        ),
+        auto_rollback_configuration=sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
+            alarms=[sagemaker.CfnEndpoint.AlarmProperty(alarm_name=alarm.alarm_name) for alarm in alarms]
+        ),
+    )
 
 
 class GpuEndpointStack(Stack):

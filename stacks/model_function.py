@@ -20,6 +20,9 @@ PLATFORMS = {"x86_64": ecr_assets.Platform.LINUX_AMD64, "arm64": ecr_assets.Plat
 
 # Everything CDK stages is hashed and copied into cdk.out: keep the context to the runtime code and one package.
 ALWAYS_EXCLUDED = ("**/__pycache__", "**/*.pyc", "**/.pytest_cache")
+# Every caller (API Gateway, the SQS event source) invokes this alias, never $LATEST: a deploy publishes a version
+# and moves the alias, and moving it back is a rollback.
+LIVE_ALIAS = "live"
 
 
 def image_exclude(config: AppConfig, entry: ModelEntry) -> list[str]:
@@ -49,7 +52,8 @@ def model_image_code(config: AppConfig, entry: ModelEntry, handler: str) -> lamb
 
 
 class ModelFunction(Construct):
-    """A container-image Lambda for one model with its own log group, least-privilege role and X-Ray tracing."""
+    """A container-image Lambda for one model with its own log group, least-privilege role and X-Ray tracing, and
+    its `live` alias on the version this deploy published."""
 
     def __init__(
         self,
@@ -94,6 +98,10 @@ class ModelFunction(Construct):
             description=f"{entry.name} ({entry.task}) via {handler}",
             environment=settings.to_environment(),
         )
+
+        # current_version: a new version whenever code or configuration changes; old ones stay (RETAIN) to roll back to
+        self.version = self.function.current_version
+        self.alias = lambda_.Alias(self, "Live", alias_name=LIVE_ALIAS, version=self.version)
 
         suppress(self.role, "AwsSolutions-IAM5", XRAY_REASON, applies_to=["Resource::*"])
         suppress(self.function, "Serverless-LambdaDLQ", no_dead_letter_reason)

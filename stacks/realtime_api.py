@@ -12,11 +12,13 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.alarms import function_alarms, http_api_alarms
+from stacks.canary import CanaryDeployment
 from stacks.config import API_HANDLER, SERVICE_NAME, AppConfig, pascal
 from stacks.gpu_endpoint import GpuEndpoint
 from stacks.model_function import ModelFunction, retention
@@ -55,6 +57,8 @@ class RealtimeApiStack(Stack):
         timeout = Duration.seconds(platform.api_function_timeout_s)
 
         self.functions: dict[str, ModelFunction] = {}
+        self.deployments: dict[str, CanaryDeployment] = {}
+        application = codedeploy.LambdaApplication(self, "Deployments")
         for entry in config.served_models:
             endpoint = endpoints.get(entry.name)
             function = ModelFunction(
@@ -77,6 +81,9 @@ class RealtimeApiStack(Stack):
                 )
             function_alarms(function, function.function, entry, timeout, config.metrics_namespace, SERVICE_NAME)
             self.functions[entry.name] = function
+            self.deployments[entry.name] = CanaryDeployment(
+                function, "Canary", function=function, entry=entry, application=application, timeout=timeout
+            )
 
         self.access_logs = logs.LogGroup(
             self,
@@ -102,15 +109,16 @@ class RealtimeApiStack(Stack):
             ),
             access_log_settings=_access_log_settings(self.access_logs),
         )
+        # Every integration invokes the live alias: the version CodeDeploy is shifting traffic to, or back from.
         for entry in config.served_models:
             integration = integrations.HttpLambdaIntegration(
-                f"{pascal(entry.name)}Integration", self.functions[entry.name].function
+                f"{pascal(entry.name)}Integration", self.functions[entry.name].alias
             )
             for path, methods in model_routes(entry.name):
                 self.api.add_routes(
                     path=path, methods=[apigwv2.HttpMethod(m) for m in methods], integration=integration
                 )
-        server = self.functions[config.served_models[0].name].function
+        server = self.functions[config.served_models[0].name].alias
         server_integration = integrations.HttpLambdaIntegration("ServerIntegration", server)
         for path, methods in SERVER_ROUTES:
             self.api.add_routes(

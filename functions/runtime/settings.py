@@ -37,6 +37,8 @@ VARIABLES: dict[str, str] = {
     "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",
     "metrics_enabled": "METRICS_ENABLED",
     "log_level": "POWERTOOLS_LOG_LEVEL",
+    "monitoring_bucket": "MONITORING_BUCKET",
+    "capture_prefix": "CAPTURE_PREFIX",
 }
 JSON_FIELDS = frozenset({"sagemaker_endpoints", "sagemaker_max_batch", "max_instances"})
 
@@ -68,8 +70,11 @@ class Settings(BaseModel):
     metrics_namespace: str = "ModelServing"
     metrics_enabled: bool = True  # off: EMF documents go to the debug log instead of stdout (the local stack)
     log_level: str | None = None  # None: Powertools' default (INFO, or LOG_LEVEL / AWS_LAMBDA_LOG_LEVEL)
+    # the drift check: where the capture records are
+    monitoring_bucket: str | None = None
+    capture_prefix: str = "monitoring/capture/"
 
-    @field_validator("batch_input_prefix", "batch_output_prefix")
+    @field_validator("batch_input_prefix", "batch_output_prefix", "capture_prefix")
     @classmethod
     def _ends_with_slash(cls, prefix: str) -> str:
         return prefix if prefix.endswith("/") else f"{prefix}/"
