@@ -97,9 +97,12 @@ class ModelFunction(Construct):
             reserved_concurrent_executions=reserved_concurrency,
             description=f"{entry.name} ({entry.task}) via {handler}",
             environment=settings.to_environment(),
+            # A deploy's new version replaces the old one in the template; the old one stays in Lambda, where
+            # `update-alias` can return to it.
+            current_version_options=lambda_.VersionOptions(removal_policy=RemovalPolicy.RETAIN),
         )
 
-        # current_version: a new version whenever code or configuration changes; old ones stay (RETAIN) to roll back to
+        # current_version: a new version whenever code or configuration changes
         self.version = self.function.current_version
         self.alias = lambda_.Alias(self, "Live", alias_name=LIVE_ALIAS, version=self.version)
 

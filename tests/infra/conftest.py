@@ -71,6 +71,7 @@ def synthesized(infra_packages: dict[str, Path], tmp_path_factory: pytest.TempPa
         "gpu": stacks.gpu,
         "api": stacks.api,
         "batch": stacks.batch,
+        "monitoring": stacks.monitoring,
     }
     templates = {
         kind: Template.from_json(assembly.get_stack_by_name(stack.stack_name).template)
@@ -84,3 +85,17 @@ def literal_environment(function_properties: dict) -> dict[str, str]:
     """A function's environment variables without those CloudFormation resolves at deploy time (bucket, endpoint)."""
     variables = function_properties["Environment"]["Variables"]
     return {name: value for name, value in variables.items() if isinstance(value, str)}
+
+
+def resolve_outputs(synthesized: Synthesized, value: object) -> object:
+    """A consumer's weak cross-stack references (`Fn::GetStackOutput`) replaced by what the producer exports."""
+    if isinstance(value, list):
+        return [resolve_outputs(synthesized, item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "Fn::GetStackOutput" in value:
+        reference = value["Fn::GetStackOutput"]
+        (producer,) = [s for s in synthesized.stacks.all if s.stack_name == reference["StackName"]]
+        (kind,) = [k for k, t in synthesized.templates.items() if getattr(synthesized.stacks, k) is producer]
+        return synthesized.template(kind).to_json()["Outputs"][reference["OutputName"]]["Value"]
+    return {key: resolve_outputs(synthesized, item) for key, item in value.items()}

@@ -85,8 +85,9 @@ def test_every_alarm_in_every_stack_notifies_the_topic(synthesized: Synthesized)
             counted += 1
     served = len(synthesized.config.served_models)
     gpu = len(synthesized.config.sagemaker_models)
-    # per API function 4, the HTTP API 2, per endpoint 2, per batch dead-letter queue 1
-    assert counted == 4 * served + 2 + 2 * gpu + served
+    # per API function 4 and its canary 2, the HTTP API 2, per endpoint 2, per batch dead-letter queue 1, per drift
+    # check 3 (drift, a failed check, its schedule's dead-letter queue)
+    assert counted == (4 + 2) * served + 2 + 2 * gpu + served + 3 * served
 
 
 def test_no_email_subscription_unless_configured(synthesized: Synthesized) -> None:
@@ -185,10 +186,10 @@ def test_server_errors_alarm_watches_what_the_api_function_emits(synthesized: Sy
 def test_endpoint_alarms_on_5xx_and_model_latency(synthesized: Synthesized) -> None:
     config = synthesized.config
     (entry,) = config.sagemaker_models
-    (endpoint_id,) = synthesized.resources("gpu", "AWS::SageMaker::Endpoint")
+    (endpoint,) = synthesized.resources("gpu", "AWS::SageMaker::Endpoint").values()
     alarms = _alarms(synthesized, "gpu")
     expected_dimensions = {
-        "EndpointName": {"Fn::GetAtt": [endpoint_id, "EndpointName"]},
+        "EndpointName": endpoint["Properties"]["EndpointName"],
         "VariantName": VARIANT_NAME,
     }
     (errors,) = _by_metric(alarms, "Invocation5XXErrors")

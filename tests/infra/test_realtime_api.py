@@ -111,17 +111,18 @@ def test_errors_throttles_server_errors_and_p99_alarms_per_function(synthesized:
         key = alarm["Properties"].get("MetricName", "metric math")
         by_metric[key] = by_metric.get(key, 0) + 1
     served = len(synthesized.config.served_models)
-    # per function, plus the HTTP API's 5xx and 4xx rate (test_alarms.py)
+    # per function (errors and p99 twice: the whole function, and the version a canary deploys, test_rollout.py),
+    # plus the HTTP API's 5xx and 4xx rate (test_alarms.py)
     assert by_metric == {
-        "Errors": served,
+        "Errors": 2 * served,
         "Throttles": served,
         "ServerErrors": served,
-        "Duration": served,
+        "Duration": 2 * served,
         "5xx": 1,
         "metric math": 1,
     }
     p99 = [alarm for alarm in alarms if alarm["Properties"].get("ExtendedStatistic") == "p99"]
-    assert len(p99) == served
+    assert len(p99) == 2 * served
 
 
 def test_gpu_model_front_function_may_invoke_only_its_endpoint(synthesized: Synthesized) -> None:

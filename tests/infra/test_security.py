@@ -74,7 +74,7 @@ def test_put_metric_data_is_namespace_conditioned(synthesized: Synthesized) -> N
     assert all("cloudwatch:namespace" in json.dumps(statement.get("Condition", {})) for statement in metric_statements)
 
 
-@pytest.mark.parametrize("kind", ["artifacts", "alarm_topic", "gpu", "api", "batch"])
+@pytest.mark.parametrize("kind", ["artifacts", "alarm_topic", "gpu", "api", "batch", "monitoring"])
 def test_cdk_nag_reports_no_unsuppressed_error_or_warning(synthesized: Synthesized, kind: str) -> None:
     stack = getattr(synthesized.stacks, kind)
     annotations = Annotations.from_stack(stack)
