@@ -13,8 +13,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Template
+from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.runtime.settings import Settings
+from functions.runtime.telemetry import function_telemetry
 from stacks.capture import CAPTURE_KIND, CaptureStream
 from stacks.config import API_HANDLER, DRIFT_HANDLER, SERVICE_NAME
 from stacks.drift import DRIFT_METRIC
@@ -267,3 +269,30 @@ def test_one_dashboard_per_model_with_traffic_latency_canary_and_drift(synthesiz
         }
         assert {api[alarm]["Properties"]["MetricName"] for alarm in canary_alarms} == {"Errors", "Duration"}
         assert all("ExecutedVersion" in json.dumps(api[alarm]) for alarm in canary_alarms)
+
+
+def test_drift_alarm_watches_the_metric_the_drift_functions_telemetry_emits(synthesized: Synthesized) -> None:
+    """The drift function's own Powertools metrics, built from the environment the template gives it, emit `Drift`
+    with a `model` dimension (as functions/monitoring/app.py does) in the namespace and dimensions the alarm
+    watches: the namespace and the `service` dimension come from the template, not from the handler."""
+    # given: the digits drift function's settings, read back from its template environment
+    _, function = _drift_functions(synthesized)["digits"]
+    settings = Settings.from_env(literal_environment(function))
+    _, _, metrics = function_telemetry(settings)
+    # when
+    metrics.add_dimension(name="model", value="digits")
+    metrics.add_metric(name=DRIFT_METRIC, unit=MetricUnit.Count, value=1)
+    document = metrics.serialize_metric_set()
+    metrics.clear_metrics()
+    # then
+    (emitted,) = document["_aws"]["CloudWatchMetrics"]
+    (alarm,) = [
+        body["Properties"]
+        for body in synthesized.resources("monitoring", "AWS::CloudWatch::Alarm").values()
+        if body["Properties"].get("MetricName") == DRIFT_METRIC
+        and {"Name": "model", "Value": "digits"} in body["Properties"]["Dimensions"]
+    ]
+    assert alarm["Namespace"] == emitted["Namespace"]
+    watched = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+    assert sorted(watched) in [sorted(names) for names in emitted["Dimensions"]]
+    assert all(document[name] == value for name, value in watched.items())

@@ -70,6 +70,16 @@ def test_bad_nested_placement_names_the_path() -> None:
         parse_catalog(document)
 
 
+@pytest.mark.parametrize(("percent", "minutes"), [(60, 5), (0, 5), (10, 0)])
+def test_a_canary_takes_at_most_half_the_traffic_for_at_least_a_minute(percent: int, minutes: int) -> None:
+    """SageMaker wants a canary of at most half the new fleet; CodeDeploy needs a whole number of minutes."""
+    document = _shipped()
+    document["models"]["digits"]["canary"] = {"percent": percent, "minutes": minutes}
+
+    with pytest.raises(CatalogError, match=r"model 'digits': field canary\.(percent|minutes)"):
+        parse_catalog(document)
+
+
 def test_api_timeout_must_stay_below_the_http_api_limit() -> None:
     document = _shipped()
     document["platform"]["api_function_timeout_s"] = 30
