@@ -295,4 +295,5 @@ def test_drift_alarm_watches_the_metric_the_drift_functions_telemetry_emits(synt
     assert alarm["Namespace"] == emitted["Namespace"]
     watched = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
     assert sorted(watched) in [sorted(names) for names in emitted["Dimensions"]]
-    assert all(document[name] == value for name, value in watched.items())
+    values: dict[str, Any] = dict(document)
+    assert all(values[name] == value for name, value in watched.items())
