@@ -58,7 +58,7 @@ def assemble(app: App, config: AppConfig) -> ServingStacks:
     batch = BatchStack(app, f"{prefix}-Batch", config=config, bucket=artifacts.bucket, endpoints=endpoints, env=env)
     # A scorer runs the same image as its API function: it ships only after that image's canary passed (a canary
     # that rolls back fails the API stack's update, and `cdk deploy --all` stops before this stack).
-    batch.add_dependency(api, "batch scorers ship an image only after the API canary of the same image passed")
+    batch.add_stack_dependency(api, "batch scorers ship an image only after the API canary of the same image passed")
     monitoring = MonitoringStack(app, f"{prefix}-Monitoring", config=config, bucket=artifacts.bucket, api=api, env=env)
 
     stacks = ServingStacks(
