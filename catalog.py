@@ -81,6 +81,13 @@ class TrainingPlacement(_Strict):
     max_run_s: Annotated[int, Field(ge=60)] = 4 * 3600
 
 
+class PromotionPolicy(_Strict):
+    """What `python -m registry promote` compares: the manifest metric that decides, and how much worse it may be."""
+
+    primary_metric: str | None = "test_accuracy"  # a key of the manifest's metrics; None: no quality comparison
+    tolerance_points: Annotated[float, Field(ge=0)] = 0.5  # percentage points of the metric (0.5 = 0.005)
+
+
 class ModelEntry(_Strict):
     name: str
     task: Task
@@ -94,6 +101,7 @@ class ModelEntry(_Strict):
     lambda_: LambdaPlacement = Field(default_factory=LambdaPlacement, alias="lambda")
     sagemaker: SageMakerPlacement = Field(default_factory=SageMakerPlacement)
     training: TrainingPlacement = Field(default_factory=TrainingPlacement)
+    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
 
     @model_validator(mode="after")
     def _labels_match_task(self) -> ModelEntry:
@@ -112,7 +120,7 @@ class ModelEntry(_Strict):
 
     @property
     def package_dir(self) -> Path:
-        """Where local mode leaves this model's latest package."""
+        """This model's folder of versions, `build/models/<name>/<version>/` (`registry.store` reads and writes it)."""
         return PACKAGES_DIR / self.name
 
 
