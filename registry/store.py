@@ -15,7 +15,7 @@ from pathlib import Path
 
 from catalog import PACKAGES_DIR
 from functions.runtime.package import MANIFEST_FILE, PackageError, read_manifest
-from registry.lock import LOCK_PATH, read_lock
+from registry.lock import LOCK_PATH, VersionLock, read_lock
 
 
 class VersionExistsError(PackageError):
@@ -69,7 +69,7 @@ class PackageStore:
         return adopted
 
 
-def approved_package_dir(name: str, packages_dir: Path = PACKAGES_DIR, lock_path: Path = LOCK_PATH) -> Path:
+def locked_package_dir(packages_dir: Path, name: str, lock: VersionLock) -> Path:
     """The package to serve or deploy for `name`: the lock's version under `<packages_dir>/<name>/`.
 
     A folder that is itself a package (`<packages_dir>/<name>/manifest.json`, as tests and stand-ins lay them out) is
@@ -77,10 +77,15 @@ def approved_package_dir(name: str, packages_dir: Path = PACKAGES_DIR, lock_path
     returned, which holds no package, so callers say "no package".
     """
     folder = Path(packages_dir) / name
-    if (folder / MANIFEST_FILE).is_file():
+    locked = lock.models.get(name)
+    if locked is None or (folder / MANIFEST_FILE).is_file():
         return folder
-    locked = read_lock(lock_path).models.get(name)
-    return folder / locked.version if locked else folder
+    return folder / locked.version
+
+
+def approved_package_dir(name: str, packages_dir: Path = PACKAGES_DIR, lock_path: Path = LOCK_PATH) -> Path:
+    """`locked_package_dir` with the lock file: what the local stack, the bench and the tests serve."""
+    return locked_package_dir(packages_dir, name, read_lock(lock_path))
 
 
 def write_archive(package_dir: Path, destination: Path) -> str:

@@ -151,6 +151,7 @@ def jwt_api(synthesized: Synthesized) -> Template:
         catalog=load_catalog(),
         source_root=synthesized.config.source_root,
         packages_dir=synthesized.config.packages_dir,
+        lock=synthesized.config.lock,
         jwt=JwtSettings(issuer="https://issuer.example.com/", audience=("model-clients",)),
         cors_origins=("https://app.example.com",),
         gpu_endpoints=False,
