@@ -8,9 +8,9 @@ import sys
 from aws_cdk import App
 
 from catalog import PACKAGES_DIR, ROOT, load_catalog
+from registry.lock import LOCK_PATH, LockError, read_lock
 from stacks.assembly import assemble
 from stacks.config import AppConfig, JwtSettings, read_bench_placement
-from registry.lock import LOCK_PATH, LockError, read_lock
 from stacks.deploy_gate import DeployGateError
 
 

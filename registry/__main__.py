@@ -25,20 +25,33 @@ def versions_table(versions: Sequence[RegisteredVersion], served: str | None, pr
     keys = sorted({key for v in versions for key in v.metrics}, key=lambda key: (key != primary, key))
     rows = [("#", "version", "status", "metrics", "created", "served")]
     for v in versions:
-        rows.append((str(v.number), v.version, v.status, _metrics_text(v, keys), v.created_at, "*" if v.version == served else ""))
+        rows.append(
+            (
+                str(v.number),
+                v.version,
+                v.status,
+                _metrics_text(v, keys),
+                v.created_at,
+                "*" if v.version == served else "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def show_text(version: RegisteredVersion, served: str | None) -> str:
+    served_mark = "  served" if version.version == served else ""
+    parity = f"{version.metadata.get('parity', '?')} (max abs diff {version.metadata.get('parity_max_abs_diff', '-')})"
     lines = [
-        f"{version.name} {version.version}  (model package version {version.number}){'  served' if version.version == served else ''}",
+        f"{version.name} {version.version}  (model package version {version.number}){served_mark}",
         f"  status       {version.status}",
         f"  approval     {version.approval_description or '-'}",
         f"  arn          {version.arn}",
         f"  package      {version.package_uri}",
         f"  sha256       {version.archive_sha256}",
-        f"  parity       {version.metadata.get('parity', '?')} (max abs diff {version.metadata.get('parity_max_abs_diff', '-')})",
+        f"  parity       {parity}",
         f"  created      {version.created_at}",
         f"  approved at  {version.approved_at or '-'}",
     ]
@@ -54,7 +67,9 @@ def diff_text(first: RegisteredVersion, second: RegisteredVersion, primary: str 
         change = f"{(b - a) * 100:+.2f} points" if a is not None and b is not None else ""
         rows.append((key, "-" if a is None else f"{a:.4f}", "-" if b is None else f"{b:.4f}", change))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 @contextlib.contextmanager

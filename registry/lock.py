@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -18,7 +18,7 @@ from catalog import ROOT
 from functions.runtime.errors import describe_validation_error
 
 LOCK_PATH = ROOT / "models.lock.json"
-LOCK_FORMAT = "version-lock/1"
+LOCK_FORMAT: Final = "version-lock/1"
 
 
 class LockError(ValueError):
@@ -72,8 +72,8 @@ def write_lock(lock: VersionLock, path: Path = LOCK_PATH) -> None:
 
 def lock_for(packages: Mapping[str, Path]) -> VersionLock:
     """A lock approving exactly these package folders (a stack synthesized over given packages: tests, policies)."""
-    from registry.store import manifest_sha256
     from functions.runtime.package import read_manifest
+    from registry.store import manifest_sha256
 
     return VersionLock(
         models={

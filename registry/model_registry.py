@@ -6,6 +6,7 @@ Only this module talks to SageMaker; it takes boto3 clients, so the local stack 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tarfile
@@ -16,7 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from functions.runtime.package import ModelPackage, load_package, read_manifest
+from botocore.exceptions import ClientError
+
+from functions.runtime.package import ModelPackage, PackageError, load_package, read_manifest
 from registry.store import manifest_sha256, write_archive
 
 ApprovalStatus = Literal["Approved", "PendingManualApproval", "Rejected"]
@@ -233,7 +236,10 @@ class ModelRegistry:
             CustomerMetadataProperties=check_metadata(metadata),
             ModelMetrics={
                 "ModelQuality": {
-                    "Statistics": {"ContentType": "application/json", "S3Uri": f"s3://{self.bucket}/{prefix}{EVALUATION}"}
+                    "Statistics": {
+                        "ContentType": "application/json",
+                        "S3Uri": f"s3://{self.bucket}/{prefix}{EVALUATION}",
+                    }
                 }
             },
         )
@@ -265,19 +271,15 @@ class ModelRegistry:
     def fetch(self, registered: RegisteredVersion, destination: Path) -> ModelPackage:
         """Download the version's archive, check its sha256 against the registry, unpack and verify it as serving
         would (every file's sha256, parity); raises RegistryError naming what failed."""
-        from botocore.exceptions import ClientError
-
-        from functions.runtime.package import PackageError
-
         archive = destination / ARCHIVE
         destination.mkdir(parents=True, exist_ok=True)
         key = self.version_prefix(registered.name, registered.version) + ARCHIVE
         try:
             self.s3.download_file(self.bucket, key, str(archive))
         except ClientError as error:
-            raise RegistryError(f"{registered.name} {registered.version}: cannot read s3://{self.bucket}/{key}: {error}")
-        import hashlib
-
+            raise RegistryError(
+                f"{registered.name} {registered.version}: cannot read s3://{self.bucket}/{key}: {error}"
+            ) from None
         with archive.open("rb") as handle:
             actual = hashlib.file_digest(handle, "sha256").hexdigest()
         if actual != registered.archive_sha256:

@@ -16,7 +16,7 @@ from registry.lock import LockedVersion, read_lock, write_lock
 from registry.model_registry import ModelRegistry, RegisteredVersion, RegistryError, utc_now
 
 
-class PromotionRefused(RegistryError):
+class PromotionRefusedError(RegistryError):
     """The version may not be approved; the message names every reason."""
 
 
@@ -109,15 +109,15 @@ def promote(
 ) -> Promotion:
     """Approve `version` of `name` if it passes the gates (or `force` with a reason), and lock it as served."""
     if force and not (reason and reason.strip()):
-        raise PromotionRefused("--force needs --reason: say why this version ships despite the quality gate")
+        raise PromotionRefusedError("--force needs --reason: say why this version ships despite the quality gate")
     candidate = registry.version(name, version)
     approved = registry.approved(name)
     problems = integrity_problems(registry, candidate)
     if problems:
-        raise PromotionRefused(f"{name} {version} cannot be promoted: " + "; ".join(problems))
+        raise PromotionRefusedError(f"{name} {version} cannot be promoted: " + "; ".join(problems))
     quality = quality_problem(candidate, approved, policy)
     if quality and not force:
-        raise PromotionRefused(f"{name} {version} is not promoted: {quality} (--force --reason TEXT overrides)")
+        raise PromotionRefusedError(f"{name} {version} is not promoted: {quality} (--force --reason TEXT overrides)")
     if quality:
         description = f"forced past the quality gate ({quality}); reason: {reason}"
         extra = {"forced": "true", "forced_reason": forced_reason_metadata(reason or "")}
@@ -133,14 +133,16 @@ def rollback(registry: ModelRegistry, name: str, lock_path: Path) -> Promotion:
     """Reject the served version and re-approve the version approved before it; the lock follows."""
     current = registry.approved(name)
     if current is None:
-        raise PromotionRefused(f"{name} has no approved version to roll back from")
+        raise PromotionRefusedError(f"{name} has no approved version to roll back from")
     earlier = [v for v in registry.versions(name) if v.status == "Approved" and v.version != current.version]
     if not earlier:
-        raise PromotionRefused(f"{name} {current.version} is the only approved version; there is nothing to roll back to")
+        raise PromotionRefusedError(
+            f"{name} {current.version} is the only approved version; there is nothing to roll back to"
+        )
     previous = max(earlier, key=lambda v: (v.approved_at, v.number))
     problems = integrity_problems(registry, previous)
     if problems:
-        raise PromotionRefused(f"cannot roll back to {name} {previous.version}: " + "; ".join(problems))
+        raise PromotionRefusedError(f"cannot roll back to {name} {previous.version}: " + "; ".join(problems))
     registry.set_status(current, "Rejected", f"rolled back to {previous.version}")
     served = registry.set_status(
         previous, "Approved", f"re-approved by a rollback from {current.version}", approved_at=utc_now()

@@ -94,13 +94,15 @@ def write_archive(package_dir: Path, destination: Path) -> str:
     Sorted members with zeroed times and owners: the same package always gives the same archive and digest.
     """
     buffer = io.BytesIO()
-    with gzip.GzipFile(filename="", fileobj=buffer, mode="wb", mtime=0) as zipped:
-        with tarfile.open(fileobj=zipped, mode="w") as tar:
-            for path in sorted(p for p in Path(package_dir).rglob("*") if p.is_file()):
-                info = tar.gettarinfo(str(path), arcname=path.relative_to(package_dir).as_posix())
-                info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "", "", 0o644
-                with path.open("rb") as handle:
-                    tar.addfile(info, handle)
+    with (
+        gzip.GzipFile(filename="", fileobj=buffer, mode="wb", mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w") as tar,
+    ):
+        for path in sorted(p for p in Path(package_dir).rglob("*") if p.is_file()):
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(package_dir).as_posix())
+            info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "", "", 0o644
+            with path.open("rb") as handle:
+                tar.addfile(info, handle)
     data = buffer.getvalue()
     destination.parent.mkdir(parents=True, exist_ok=True)
     destination.write_bytes(data)

@@ -55,7 +55,9 @@ def check_reuse(
     entry: ModelEntry, *, profile: Profile, overrides: Mapping[str, Any] | None = None, package_dir: Path | None = None
 ) -> Reuse:
     """A package is reused only if it verifies and was trained with exactly this profile and these hyperparameters."""
-    directory = Path(package_dir) if package_dir else (PackageStore(HOME.packages_dir).latest(entry.name) or entry.package_dir)
+    directory = (
+        Path(package_dir) if package_dir else (PackageStore(HOME.packages_dir).latest(entry.name) or entry.package_dir)
+    )
     if not (directory / MANIFEST_FILE).is_file():
         return Reuse(directory, False, "no package yet")
     try:

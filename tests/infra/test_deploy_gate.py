@@ -82,8 +82,14 @@ def packages_in_repo() -> Iterator[Path]:
 def test_cdk_app_refuses_to_synthesize_a_tampered_package(packages_in_repo: Path, tmp_path: Path) -> None:
     # given a package whose graph changed after its manifest was written
     (packages_in_repo / "sentiment" / "model.onnx").write_bytes(b"tampered")
-    write_lock(lock_for({e.name: packages_in_repo / e.name for e in load_catalog().models.values()}), packages_in_repo / "lock.json")
-    context = {"packagesDir": str(packages_in_repo.relative_to(ROOT)), "versionLock": str((packages_in_repo / "lock.json").relative_to(ROOT))}
+    write_lock(
+        lock_for({e.name: packages_in_repo / e.name for e in load_catalog().models.values()}),
+        packages_in_repo / "lock.json",
+    )
+    context = {
+        "packagesDir": str(packages_in_repo.relative_to(ROOT)),
+        "versionLock": str((packages_in_repo / "lock.json").relative_to(ROOT)),
+    }
     env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(tmp_path)}
     # when the CDK CLI would run the app
     result = subprocess.run(
@@ -112,7 +118,9 @@ def test_a_package_that_is_not_the_approved_version_is_refused(good: dict[str, P
     other = lock.models["digits"].model_copy(update={"version": "20991231T235959Z"})
     lock = lock.with_version("digits", other)
     # then the gate names the model, the package's version and the approved one
-    with pytest.raises(DeployGateError, match=r"model 'digits': package .* is not the approved version 20991231T235959Z"):
+    with pytest.raises(
+        DeployGateError, match=r"model 'digits': package .* is not the approved version 20991231T235959Z"
+    ):
         verify_packages(load_catalog().models.values(), good["digits"].parent, lock)
 
 
