@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from catalog import CatalogError, load_catalog
+from registry.local_registry import REGISTRY_DIR
 from registry.lock import LOCK_PATH, LockError, read_lock
 from registry.model_registry import ModelRegistry, RegisteredVersion, RegistryError
 from registry.promotion import promote, rollback
@@ -83,7 +84,7 @@ def open_registry(arguments: argparse.Namespace) -> Iterator[ModelRegistry]:
         return
     from registry.local_registry import RegistryHome, local_registry
 
-    with local_registry(RegistryHome(lock_path=arguments.lock)) as registry:
+    with local_registry(RegistryHome(state_dir=arguments.state_dir, lock_path=arguments.lock)) as registry:
         yield registry
 
 
@@ -93,6 +94,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--bucket", default=os.environ.get("MODELS_BUCKET"), help="--aws: the artifacts bucket")
     parser.add_argument("--region", default=None, help="--aws: the region (default: the boto3 session's)")
     parser.add_argument("--lock", type=Path, default=LOCK_PATH, help="the version lock to read and write")
+    parser.add_argument(
+        "--state-dir", type=Path, default=REGISTRY_DIR, help="the local registry's saved state (default build/registry)"
+    )
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser("versions", help="every registered version of a model").add_argument("model")
     show = verbs.add_parser("show", help="one version in full")

@@ -95,7 +95,13 @@ def save_snapshot(home: RegistryHome, registry: ModelRegistry) -> None:
     groups: dict[str, list[dict[str, Any]]] = {}
     for name in registry.groups():
         groups[name] = [
-            {"status": v.status, "approval_description": v.approval_description, "metadata": v.metadata}
+            {
+                "status": v.status,
+                "approval_description": v.approval_description,
+                "description": v.description,
+                "model_metrics": v.model_metrics,
+                "metadata": v.metadata,
+            }
             for v in registry.versions(name)
         ]
     home.state_dir.mkdir(parents=True, exist_ok=True)
@@ -130,9 +136,10 @@ def restore(home: RegistryHome, sagemaker: Any, s3: Any, bucket: str) -> int:
             metadata = saved["metadata"]
             arn = sagemaker.create_model_package(
                 ModelPackageGroupName=group,
-                ModelPackageDescription=f"{name} {metadata.get('version')}",
+                ModelPackageDescription=saved["description"],
                 ModelApprovalStatus=saved["status"],
                 CustomerMetadataProperties=metadata,
+                **({"ModelMetrics": saved["model_metrics"]} if saved["model_metrics"] else {}),
             )["ModelPackageArn"]
             if saved["approval_description"]:
                 sagemaker.update_model_package(

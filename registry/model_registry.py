@@ -52,6 +52,8 @@ class RegisteredVersion:
     created_at: str
     metadata: dict[str, str] = field(default_factory=dict)
     approval_description: str = ""
+    description: str = ""
+    model_metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -94,6 +96,8 @@ class RegisteredVersion:
             created_at=metadata.get("created_at") or (created.isoformat() if isinstance(created, datetime) else ""),
             metadata=metadata,
             approval_description=description.get("ApprovalDescription") or "",
+            description=description.get("ModelPackageDescription") or "",
+            model_metrics=description.get("ModelMetrics") or {},
         )
 
 
