@@ -103,6 +103,10 @@ def usage_text(info: StackInfo) -> str:
         f"    s3.upload_file('tweets.jsonl', '{bucket}', '{prefix}sentiment/tweets.jsonl')",
         f"    s3.list_objects_v2(Bucket='{bucket}', Prefix='{output}sentiment/')['Contents']",
         "",
+        "  Versions (the registry in this stack's moto; promote and rollback switch what /infer serves):",
+        "    .venv/bin/python -m registry versions sentiment",
+        f"    curl -s {api}/v2/models/sentiment/versions/<version>/infer ...   # any registered version",
+        "",
         "  Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
