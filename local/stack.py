@@ -130,7 +130,7 @@ class LocalStack:
             platform=platform,
         )
         if self.registry is not None:  # the saved registry, before IAM is enforced (as if it had always been there)
-            restore(self.registry, client("sagemaker", aws_url), client("s3", aws_url), resources.bucket)
+            restore(self.registry, client("sagemaker", aws_url))
         prefixes = aws.upload_packages(aws_url, resources.bucket, self.packages, platform)
         endpoints = {
             name: endpoint_name(name) for name in self.packages if self.catalog.model(name).target is Target.SAGEMAKER

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from catalog import PACKAGES_DIR, ROOT, Platform, load_catalog
 from local.clients import client
 from local.config import BOOTSTRAP, Credentials
@@ -116,14 +118,25 @@ def mirror_object(home: RegistryHome, key: str, path: Path) -> None:
     shutil.copyfile(path, target)
 
 
-def restore(home: RegistryHome, sagemaker: Any, s3: Any, bucket: str) -> int:
-    """Load the saved registry into a fresh moto: objects into the bucket, groups and versions in their order.
+def restore_object(home: RegistryHome, s3: Any, bucket: str, key: str) -> None:
+    """Put a saved object back into a fresh moto's bucket when it is read first (archives are large: a registry
+    command that only lists versions should not upload them all)."""
+    saved = home.objects_dir / key
+    if not saved.is_file():
+        return
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        s3.upload_file(str(saved), bucket, key)
+
+
+def restore(home: RegistryHome, sagemaker: Any) -> int:
+    """Load the saved registry into a fresh moto: groups and versions in their order (objects when first read).
 
     Returns the number of versions restored.
     """
-    if home.objects_dir.is_dir():
-        for path in sorted(p for p in home.objects_dir.rglob("*") if p.is_file()):
-            s3.upload_file(str(path), bucket, path.relative_to(home.objects_dir).as_posix())
     if not home.snapshot_path.is_file():
         return 0
     restored = 0
@@ -154,13 +167,15 @@ def restore(home: RegistryHome, sagemaker: Any, s3: Any, bucket: str) -> int:
 
 def local_model_registry(home: RegistryHome, aws_url: str, bucket: str, credentials: Credentials) -> ModelRegistry:
     """A registry on a local moto whose every change is saved under the home."""
+    s3 = client("s3", aws_url, credentials)
     return ModelRegistry(
         client("sagemaker", aws_url, credentials),
-        client("s3", aws_url, credentials),
+        s3,
         bucket,
         models_prefix=load_catalog().platform.models_prefix,
         on_change=lambda registry: save_snapshot(home, registry),
         on_upload=lambda key, path: mirror_object(home, key, path),
+        on_fetch=lambda key: restore_object(home, s3, bucket, key),
     )
 
 
@@ -177,7 +192,7 @@ def local_registry(home: RegistryHome | None = None) -> Iterator[ModelRegistry]:
     moto = MotoServer(0)
     try:
         client("s3", moto.url, BOOTSTRAP).create_bucket(Bucket=LOCAL_BUCKET)
-        restore(home, client("sagemaker", moto.url, BOOTSTRAP), client("s3", moto.url, BOOTSTRAP), LOCAL_BUCKET)
+        restore(home, client("sagemaker", moto.url, BOOTSTRAP))
         yield local_model_registry(home, moto.url, LOCAL_BUCKET, BOOTSTRAP)
     finally:
         moto.stop()

@@ -136,14 +136,17 @@ class ModelRegistry:
         models_prefix: str = "models/",
         on_change: Callable[[ModelRegistry], None] | None = None,
         on_upload: Callable[[str, Path], None] | None = None,
+        on_fetch: Callable[[str], None] | None = None,
     ) -> None:
-        """`on_change` runs after every change and `on_upload` for every object written (the local mirror)."""
+        """`on_change` runs after every change, `on_upload` for every object written and `on_fetch` before an object
+        is read (the local registry's copy on disk)."""
         self.sagemaker = sagemaker
         self.s3 = s3
         self.bucket = bucket
         self.models_prefix = models_prefix
         self._on_change = on_change
         self._on_upload = on_upload
+        self._on_fetch = on_fetch
 
     @staticmethod
     def group_name(name: str) -> str:
@@ -278,6 +281,8 @@ class ModelRegistry:
         archive = destination / ARCHIVE
         destination.mkdir(parents=True, exist_ok=True)
         key = self.version_prefix(registered.name, registered.version) + ARCHIVE
+        if self._on_fetch is not None:
+            self._on_fetch(key)
         try:
             self.s3.download_file(self.bucket, key, str(archive))
         except ClientError as error:
