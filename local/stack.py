@@ -223,9 +223,8 @@ class LocalStack:
         for name, path in changed.items():
             if name in self._endpoints:
                 self.standin.deploy(self._endpoints[name], path)
-        api, batch = self._function("api", packages), self._function("batch", packages)
-        self._api_alias.shift(api)
-        self._batch_alias.shift(batch)
+        self._api_alias.shift(self._function("api", packages))  # each alias moves as soon as its version is up
+        self._batch_alias.shift(self._function("batch", packages))
         self.packages = dict(packages)
         deployment = Deployment(
             versions={name: read_manifest(path).version for name, path in changed.items()},

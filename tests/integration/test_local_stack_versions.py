@@ -183,6 +183,10 @@ def test_promote_and_rollback_switch_under_load_with_no_failure(
     first_v2 = min(a.at for a in answers if a.version == V2)
     assert {a.version for a in answers if first_v2 <= a.at < rollback_started} == {V2}
     assert read_lock(home.lock_path).models["digits"].version == V1
+    deadline = time.monotonic() + 60  # the old versions retire after the aliases moved: the deploy ends then
+    while len(stack.deployments) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [d.versions for d in stack.deployments] == [{"digits": V2}, {"digits": V1}]
     figures = {
         "requests": len(answers),
         "failures": 0,
