@@ -8,6 +8,7 @@ import sys
 from aws_cdk import App
 
 from catalog import PACKAGES_DIR, ROOT, load_catalog
+from registry.lock import LOCK_PATH, LockError, read_lock
 from stacks.assembly import assemble
 from stacks.config import AppConfig, JwtSettings, read_bench_placement
 from stacks.deploy_gate import DeployGateError
@@ -36,6 +37,7 @@ def config_from(app: App) -> AppConfig:
         raise SystemExit("context: jwtIssuer and jwtAudience go together (set both for a JWT API, neither for IAM)")
     packages = app.node.try_get_context("packagesDir")
     placement = str(app.node.try_get_context("benchPlacement") or "").strip()
+    lock = str(app.node.try_get_context("versionLock") or "").strip()
     catalog = load_catalog()
     return AppConfig(
         catalog=catalog,
@@ -51,6 +53,7 @@ def config_from(app: App) -> AppConfig:
         gpu_endpoints=_flag(app, "gpuEndpoints", True),
         termination_protection=_flag(app, "terminationProtection", True),
         lambda_memory_mb=read_bench_placement(ROOT / placement, catalog) if placement else {},
+        lock=read_lock(ROOT / lock if lock else LOCK_PATH),
     )
 
 
@@ -58,7 +61,7 @@ def main() -> None:
     app = App()
     try:
         assemble(app, config_from(app))
-    except DeployGateError as error:
+    except (DeployGateError, LockError) as error:
         print(f"deploy gate: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     app.synth()

@@ -90,6 +90,13 @@ class Canary(_Strict):
     minutes: Annotated[int, Field(ge=1, le=60)] = 5
 
 
+class PromotionPolicy(_Strict):
+    """What `python -m registry promote` compares: the manifest metric that decides, and how much worse it may be."""
+
+    primary_metric: str | None = "test_accuracy"  # a key of the manifest's metrics; None: no quality comparison
+    tolerance_points: Annotated[float, Field(ge=0)] = 0.5  # percentage points of the metric (0.5 = 0.005)
+
+
 class ModelEntry(_Strict):
     name: str
     task: Task
@@ -104,6 +111,7 @@ class ModelEntry(_Strict):
     sagemaker: SageMakerPlacement = Field(default_factory=SageMakerPlacement)
     training: TrainingPlacement = Field(default_factory=TrainingPlacement)
     canary: Canary = Field(default_factory=Canary)
+    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
 
     @model_validator(mode="after")
     def _labels_match_task(self) -> ModelEntry:
@@ -122,7 +130,7 @@ class ModelEntry(_Strict):
 
     @property
     def package_dir(self) -> Path:
-        """Where local mode leaves this model's latest package."""
+        """This model's folder of versions, `build/models/<name>/<version>/` (`registry.store` reads and writes it)."""
         return PACKAGES_DIR / self.name
 
 

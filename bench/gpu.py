@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.inputs import text_batches
 from bench.report import machine_description, package_versions
-from catalog import ROOT, load_catalog
+from catalog import ROOT
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 EXIT_NO_GPU = 2
@@ -69,9 +69,10 @@ def run_gpu_bench(model: str, out_dir: Path, seconds: float) -> dict[str, Any]:
 
     from bench.contenders import tokenize
     from functions.runtime.package import load_package
+    from registry.store import approved_package_dir
     from training.tasks.sentence_embedding import SentenceEmbedder
 
-    package = load_package(load_catalog().model(model).package_dir)
+    package = load_package(approved_package_dir(model))
     max_length = package.manifest.preprocessing.max_length or 128
     providers: dict[str, list[Any]] = {"onnxruntime CUDA": ["CUDAExecutionProvider"]}
     if "TensorrtExecutionProvider" in ort.get_available_providers():

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from catalog import ROOT, load_catalog
+from registry.store import approved_package_dir
 
 QUICK_DIR = ROOT / "build" / "bench" / "quick"
+APPROVED_DIR = ROOT / "build" / "bench" / "approved-models"
 DEMO_WORK_ROOT = ROOT / "build" / "training"  # training.submit's work folders (<name>-<profile>), checkpoints kept
 # Enough training to run every step of the real pipeline in seconds; the figures mean nothing, the code path does.
 QUICK_OVERRIDES: dict[str, dict[str, int | float | str | bool]] = {
@@ -35,13 +38,25 @@ def _complete(models_dir: Path) -> bool:
     return all((models_dir / name / "manifest.json").is_file() for name in load_catalog().models)
 
 
+def approved_packages(models_dir: Path) -> Path:
+    """A MODELS_DIR-style folder of each model's approved version (links into build/models/<name>/<version>/)."""
+    shutil.rmtree(models_dir, ignore_errors=True)
+    models_dir.mkdir(parents=True)
+    for name in load_catalog().models:
+        approved = approved_package_dir(name)
+        if (approved / "manifest.json").is_file():
+            (models_dir / name).symlink_to(approved.resolve(), target_is_directory=True)
+    return models_dir
+
+
 def demo_packages(build_if_missing: bool) -> PackageSet:
-    """build/models/<name> as `make models` leaves them; trains them (about 15 min here) when asked and missing."""
-    models_dir = load_catalog().model("sentiment").package_dir.parent
+    """The approved versions `make models` leaves; trains them (about 15 min here) when asked and missing."""
+    models_dir = approved_packages(APPROVED_DIR)
     if not _complete(models_dir):
         if not build_if_missing:
-            raise FileNotFoundError(f"no complete package set in {models_dir}; run `make models` first")
+            raise FileNotFoundError("no approved package for every model in build/models; run `make models` first")
         subprocess.run([sys.executable, "-m", "training.submit", "--all", "--profile", "demo"], cwd=ROOT, check=True)
+        models_dir = approved_packages(APPROVED_DIR)
     # training.submit names work folders <name>-<profile>[-<settings hash>]; newest first, so the latest job wins
     candidates = [path for name in load_catalog().models for path in DEMO_WORK_ROOT.glob(f"{name}-demo*")]
     work_dirs = tuple(sorted(candidates, key=lambda path: path.stat().st_mtime, reverse=True))

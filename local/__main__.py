@@ -17,28 +17,49 @@ from types import FrameType
 from catalog import ROOT, load_catalog
 from local.config import LOCAL_PACKAGES_DIR, LocalConfig
 from local.stack import LocalStack, StackInfo
+from registry.local_registry import RegistryHome, register_package
+from registry.lock import read_lock
+from registry.store import PackageStore, approved_package_dir
 
 log = logging.getLogger("local")
 
 
-def find_packages(build_missing: bool) -> dict[str, Path]:
-    """Every catalog model's package under build/models/ (or LOCAL_PACKAGES_DIR), training missing ones first."""
+def find_packages(build_missing: bool) -> tuple[dict[str, Path], RegistryHome | None]:
+    """Every catalog model's approved package (build/models/<name>/<version>/ as models.lock.json names it), training
+    missing ones first; with LOCAL_PACKAGES_DIR, the packages in <dir>/<name>/ and no registry."""
     catalog = load_catalog()
     override = os.environ.get(LOCAL_PACKAGES_DIR)
-    packages = {e.name: (Path(override) / e.name if override else e.package_dir) for e in catalog.models.values()}
+    if override:
+        packages = {name: Path(override) / name for name in catalog.models}
+        home = None
+    else:
+        home = RegistryHome()
+        register_unlocked(home)
+        packages = {name: approved_package_dir(name, home.packages_dir, home.lock_path) for name in catalog.models}
     missing = [name for name, path in packages.items() if not (path / "manifest.json").is_file()]
-    if missing and build_missing and not override:
+    if missing and build_missing and home is not None:
         command = [sys.executable, "-m", "training.submit", "--profile", "demo"]
         for name in missing:
             command += ["--model", name]
         log.info("no package yet for %s: training (%s)", ", ".join(missing), " ".join(command[1:]))
         # A child process: the serving side never imports torch.
         subprocess.run(command, cwd=ROOT, check=False, timeout=3 * 3600)
+        packages = {name: approved_package_dir(name, home.packages_dir, home.lock_path) for name in catalog.models}
     absent = [name for name, path in packages.items() if not (path / "manifest.json").is_file()]
     if absent:
-        folder = packages[absent[0]].parent
-        raise SystemExit(f"no package for {', '.join(absent)} in {folder}; run `make models`")
-    return packages
+        raise SystemExit(f"no approved package for {', '.join(absent)}; run `make models`")
+    return packages, home
+
+
+def register_unlocked(home: RegistryHome) -> None:
+    """Packages from before the registry (build/models/<name>/ holding one package) become registered versions."""
+    store = PackageStore(home.packages_dir)
+    store.adopt_unversioned()
+    lock = read_lock(home.lock_path)
+    unlocked = [name for name in load_catalog().models if name not in lock.models and store.versions(name)]
+    for name in unlocked:
+        for version in store.versions(name):
+            register_package(store.version_dir(name, version), home)
 
 
 def usage_text(info: StackInfo) -> str:
@@ -82,6 +103,10 @@ def usage_text(info: StackInfo) -> str:
         f"    s3.upload_file('tweets.jsonl', '{bucket}', '{prefix}sentiment/tweets.jsonl')",
         f"    s3.list_objects_v2(Bucket='{bucket}', Prefix='{output}sentiment/')['Contents']",
         "",
+        "  Versions (the registry in this stack's moto; promote and rollback switch what /infer serves):",
+        "    .venv/bin/python -m registry versions sentiment",
+        f"    curl -s {api}/v2/models/sentiment/versions/<version>/infer ...   # any registered version",
+        "",
         "  Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
@@ -122,14 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for chatty in ("local.http", "local.poller"):  # the demo prints each answer itself
             logging.getLogger(chatty).setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)  # "found credentials/endpoint" lines on every client
-    packages = find_packages(build_missing=not arguments.no_build)
+    packages, registry = find_packages(build_missing=not arguments.no_build)
     config = LocalConfig.from_env()
     if arguments.verbose:
         config = replace(config, log_level="DEBUG")
     elif config.log_level is None and arguments.command == "demo":
         config = replace(config, log_level="WARNING")  # the demo shows answers, not the functions' JSON logs
     stop = threading.Event()
-    with LocalStack(config, packages) as stack:
+    with LocalStack(config, packages, registry=registry) as stack:
         assert stack.info is not None
         print(usage_text(stack.info), flush=True)
         if arguments.command == "demo":

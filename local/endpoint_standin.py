@@ -95,14 +95,19 @@ class EndpointStandIn(LoopbackServer):
 
     def __init__(self, endpoints: dict[str, Path], port: int, *, intra_op_threads: int | None = None) -> None:
         self._work = tempfile.TemporaryDirectory(prefix="local-sagemaker-")
-        threads = intra_op_threads or max(1, len(os.sched_getaffinity(0)))
+        self._threads = intra_op_threads or max(1, len(os.sched_getaffinity(0)))
         self.models = {
-            endpoint: load_endpoint_model(package, Path(self._work.name) / endpoint, threads)
+            endpoint: load_endpoint_model(package, Path(self._work.name) / endpoint, self._threads)
             for endpoint, package in endpoints.items()
         }
         self.invocations: Counter[str] = Counter()
         self._lock = threading.Lock()
         super().__init__(_make_request_handler(self), port, name="local-sagemaker")
+
+    def deploy(self, endpoint: str, package: Path) -> None:
+        """An endpoint update, blue/green: the new model loads beside the old one, then takes all the traffic."""
+        work = Path(self._work.name) / f"{endpoint}-{time.time_ns()}"
+        self.models = {**self.models, endpoint: load_endpoint_model(package, work, self._threads)}
 
     def stop(self) -> None:
         super().stop()

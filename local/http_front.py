@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from local.config import ACCOUNT_ID, HOST
-from local.lambda_runtime import FunctionError, LocalFunction
+from local.lambda_runtime import FunctionAlias, FunctionError, LocalFunction
 from local.loopback import LoopbackServer
 from stacks.routes import match_route
 
@@ -126,7 +126,7 @@ class ApiFront(LoopbackServer):
 
     def __init__(
         self,
-        function: LocalFunction,
+        function: LocalFunction | FunctionAlias,
         port: int,
         *,
         route_keys: list[str],

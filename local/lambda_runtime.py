@@ -33,6 +33,10 @@ class FunctionTimeoutError(FunctionError):
     """The invocation ran past the function's timeout and was stopped."""
 
 
+class FunctionRetiredError(FunctionError):
+    """The function version no longer takes invocations: its alias points at a newer one (see FunctionAlias)."""
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     """Everything a function's process needs to build it with the same factory its Lambda entry point calls."""
@@ -92,6 +96,7 @@ class LocalFunction:
         self._lock = threading.Lock()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._connection: Connection | None = None
+        self._retired = False
 
     @property
     def function_name(self) -> str:
@@ -135,6 +140,8 @@ class LocalFunction:
     def invoke(self, event: dict[str, Any]) -> Any:
         """Run one invocation; raises FunctionError (unhandled error) or FunctionTimeoutError (stopped at timeout)."""
         with self._lock:
+            if self._retired:
+                raise FunctionRetiredError(f"{self.function_name}: retired")
             if self._connection is None:
                 self._start()  # a cold start, after a timeout or a crash
             assert self._connection is not None
@@ -172,6 +179,12 @@ class LocalFunction:
             self._connection.close()
         self._process, self._connection = None, None
 
+    def retire(self) -> None:
+        """Take no more invocations: the one running finishes, later ones raise FunctionRetiredError."""
+        with self._lock:
+            self._retired = True
+        self.stop()
+
     def stop(self) -> None:
         """End the execution environment (the next invocation would cold-start)."""
         with self._lock:
@@ -183,3 +196,39 @@ class LocalFunction:
                 except (OSError, BrokenPipeError):
                     pass
             self._kill()
+
+
+class FunctionAlias:
+    """A Lambda alias, locally: callers invoke the alias, and a deploy moves it to a new function version.
+
+    The new version is started (its init done) before the alias moves, the old one finishes what it runs and is then
+    retired; an invocation that reached the old version too late goes to the new one. So a deploy loses no request.
+    """
+
+    def __init__(self, function: LocalFunction) -> None:
+        self.current = function
+
+    @property
+    def function_name(self) -> str:
+        return self.current.function_name
+
+    @property
+    def timeout_s(self) -> float:
+        return self.current.timeout_s
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        while True:
+            function = self.current
+            try:
+                return function.invoke(event)
+            except FunctionRetiredError:
+                if self.current is function:
+                    raise
+
+    def shift(self, function: LocalFunction) -> None:
+        """Point the alias at `function` (already started) and retire the version it pointed at."""
+        previous, self.current = self.current, function
+        previous.retire()
+
+    def stop(self) -> None:
+        self.current.stop()

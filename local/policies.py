@@ -104,6 +104,7 @@ def _synthesize(packages: Mapping[str, Path]) -> Statements:
     """Build the app exactly as `cdk synth` does, over a build context that links to these packages."""
     from catalog import load_catalog
     from local.config import ACCOUNT_ID, REGION
+    from registry.lock import lock_for
     from stacks.config import AppConfig
     from stacks.function_policies import PSEUDO_PARAMETERS, resolve_statements, synthesize_function_policies
 
@@ -127,6 +128,7 @@ def _synthesize(packages: Mapping[str, Path]) -> Statements:
             region=REGION,
             source_root=context,
             packages_dir=context / "build" / "models",
+            lock=lock_for(packages),  # the packages this stack serves are its approved versions
         )
         statements: Statements = {"api": [], "batch": []}
         for (kind, _), policy in synthesize_function_policies(config).items():

@@ -11,7 +11,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from local.config import REGION
-from local.lambda_runtime import FunctionError, LocalFunction
+from local.lambda_runtime import FunctionAlias, FunctionError, LocalFunction
 
 log = logging.getLogger("local.poller")
 
@@ -75,7 +75,14 @@ class QueuePoller:
     """A thread feeding batches of up to `batch_size` messages to the batch function until stopped."""
 
     def __init__(
-        self, sqs: Any, *, queue_url: str, queue_arn: str, function: LocalFunction, batch_size: int, wait_s: int
+        self,
+        sqs: Any,
+        *,
+        queue_url: str,
+        queue_arn: str,
+        function: LocalFunction | FunctionAlias,
+        batch_size: int,
+        wait_s: int,
     ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url

@@ -7,7 +7,9 @@ own; the stack never touches the process environment or imported modules.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -15,20 +17,25 @@ from pathlib import Path
 from types import TracebackType
 
 from catalog import Catalog, Target, load_catalog
+from functions.runtime.package import MANIFEST_FILE, read_manifest
 from functions.runtime.settings import Settings
 from local import aws, iam
 from local.clients import client
-from local.config import ACCOUNT_ID, REGION, Credentials, LocalConfig
+from local.config import ACCOUNT_ID, BOOTSTRAP, REGION, Credentials, LocalConfig
 from local.endpoint_standin import EndpointStandIn
 from local.http_front import ApiFront
-from local.lambda_runtime import FunctionKind, FunctionSpec, LocalFunction
+from local.lambda_runtime import FunctionAlias, FunctionKind, FunctionSpec, LocalFunction
 from local.policies import Statements, localize, synthesized_statements
 from local.queue_poller import QueuePoller
+from registry.local_registry import RegistryHome, RunningStack, announce, restore, withdraw
+from registry.lock import read_lock
+from registry.store import locked_package_dir
 from stacks.routes import route_keys
 
 API_FUNCTION_NAME = "model-serving-api-local"
 BATCH_FUNCTION_NAME = "model-serving-batch-local"
 READY_TIMEOUT_S = 120.0
+LOCK_POLL_S = 0.5  # how often the stack looks at the version lock (a stat and a small read)
 
 log = logging.getLogger("local")
 
@@ -51,6 +58,14 @@ class StackInfo:
     admin: Credentials  # IAM is enforced: every request to moto must be signed by a known identity
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """One deploy of new versions: which, and how long from noticing the lock to the aliases shifted."""
+
+    versions: dict[str, str]
+    seconds: float
+
+
 class LocalStack:
     """Start with `with LocalStack(config, packages) as stack:`; `stack.info` says where everything listens."""
 
@@ -60,8 +75,12 @@ class LocalStack:
         packages: dict[str, Path],
         catalog: Catalog | None = None,
         statements: Statements | None = None,
+        registry: RegistryHome | None = None,
     ) -> None:
-        """`statements` replaces the functions' synthesized IAM statements (tests that take a grant away)."""
+        """`statements` replaces the functions' synthesized IAM statements (tests that take a grant away).
+
+        With a `registry`, the stack loads its saved state into moto, serves every registered version by path, and
+        deploys what the version lock names whenever it changes (promote, rollback)."""
         self.config = config
         self.statements = statements
         self.catalog = catalog or load_catalog()
@@ -70,14 +89,21 @@ class LocalStack:
         if unknown:
             raise ValueError(f"packages for models the catalog does not know: {sorted(unknown)}")
         self.info: StackInfo | None = None
+        self.registry = registry
         self.front: ApiFront | None = None
         self.poller: QueuePoller | None = None
         self.standin: EndpointStandIn | None = None
-        self.api_function: LocalFunction | None = None
-        self.batch_function: LocalFunction | None = None
+        self.deployments: list[Deployment] = []
+        self._api_alias: FunctionAlias | None = None
+        self._batch_alias: FunctionAlias | None = None
         self._moto: aws.MotoServer | None = None
         self._aws_url = ""
-        self._models_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._bucket = ""
+        self._endpoints: dict[str, str] = {}
+        self._api_role = self._batch_role = BOOTSTRAP
+        self._models_dirs: list[tempfile.TemporaryDirectory[str]] = []
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def __enter__(self) -> LocalStack:
         try:
@@ -103,48 +129,111 @@ class LocalStack:
             visibility_timeout_s=self.config.queue_visibility_timeout_s(platform),
             platform=platform,
         )
+        if self.registry is not None:  # the saved registry, before IAM is enforced (as if it had always been there)
+            restore(self.registry, client("sagemaker", aws_url))
         prefixes = aws.upload_packages(aws_url, resources.bucket, self.packages, platform)
         endpoints = {
             name: endpoint_name(name) for name in self.packages if self.catalog.model(name).target is Target.SAGEMAKER
         }
+        self._endpoints = endpoints
         self.standin = EndpointStandIn(
             {endpoints[name]: self.packages[name] for name in endpoints}, self.config.sagemaker_port
         )
         self.standin.start()
-        admin, api_role, batch_role = self._identities(aws_url, resources, endpoints)
-        settings = self.function_settings(self._models_folder(), endpoints, resources.bucket)
-        lambda_memory = max((self.catalog.model(n).lambda_.memory_mb for n in self.packages), default=2048)
-        api_timeout = self.config.api_timeout_s or platform.api_function_timeout_s
-        batch_timeout = self.config.batch_function_timeout_s(platform)
-
-        def function(
-            kind: FunctionKind, name: str, role: Credentials, memory_mb: int, timeout_s: float
-        ) -> LocalFunction:
-            """The function as its stack declares it: its own name, role, memory and timeout (also in its Settings)."""
-            own = settings.model_copy(update={"service_name": name, "function_timeout_s": timeout_s})
-            assert self.standin is not None
-            return LocalFunction(FunctionSpec(kind, own, aws_url, self.standin.url, role, name, memory_mb, timeout_s))
-
-        self.api_function = function("api", API_FUNCTION_NAME, api_role, lambda_memory, api_timeout)
-        self.batch_function = function(
-            "batch", BATCH_FUNCTION_NAME, batch_role, platform.batch_function_memory_mb, batch_timeout
-        )
-        self.api_function.start()
-        self.batch_function.start()
-        self.front = ApiFront(self.api_function, self.config.api_port, route_keys=route_keys(self.packages))
+        admin, self._api_role, self._batch_role = self._identities(aws_url, resources, endpoints)
+        self._bucket = resources.bucket
+        self._api_alias = FunctionAlias(self._function("api", self.packages))
+        self._batch_alias = FunctionAlias(self._function("batch", self.packages))
+        self.front = ApiFront(self._api_alias, self.config.api_port, route_keys=route_keys(self.packages))
         self.front.start()
         self.poller = QueuePoller(
-            client("sqs", aws_url, batch_role),  # the event source mapping polls with the function's role
+            client("sqs", aws_url, self._batch_role),  # the event source mapping polls with the function's role
             queue_url=resources.queue_url,
             queue_arn=resources.queue_arn,
-            function=self.batch_function,
+            function=self._batch_alias,
             batch_size=platform.queue_batch_size,
             wait_s=self.config.poll_wait_s,
         )
         self.poller.start()
         self.info = StackInfo(self.front.url, aws_url, self.standin.url, resources, prefixes, endpoints, admin)
         self.wait_ready()
+        if self.registry is not None:
+            announce(self.registry, RunningStack(aws_url, resources.bucket, admin, os.getpid()))
+            self._watcher = threading.Thread(target=self._follow_lock, name="local-version-lock", daemon=True)
+            self._watcher.start()
         return self.info
+
+    @property
+    def api_function(self) -> LocalFunction | None:
+        return self._api_alias.current if self._api_alias is not None else None
+
+    @property
+    def batch_function(self) -> LocalFunction | None:
+        return self._batch_alias.current if self._batch_alias is not None else None
+
+    def _function(self, kind: FunctionKind, packages: dict[str, Path]) -> LocalFunction:
+        """A started function version as its stack declares it: its own name, role, memory and timeout (also in its
+        Settings), serving `packages`."""
+        platform = self.catalog.platform
+        assert self.standin is not None
+        settings = self.function_settings(self._models_folder(packages), self._endpoints, self._bucket)
+        if kind == "api":
+            name, role, timeout = (
+                API_FUNCTION_NAME,
+                self._api_role,
+                self.config.api_timeout_s or platform.api_function_timeout_s,
+            )
+            memory = max((self.catalog.model(n).lambda_.memory_mb for n in packages), default=2048)
+        else:
+            name, role, timeout = BATCH_FUNCTION_NAME, self._batch_role, self.config.batch_function_timeout_s(platform)
+            memory = platform.batch_function_memory_mb
+        own = settings.model_copy(update={"service_name": name, "function_timeout_s": timeout})
+        function = LocalFunction(FunctionSpec(kind, own, self._aws_url, self.standin.url, role, name, memory, timeout))
+        function.start()
+        return function
+
+    def served_packages(self) -> dict[str, Path]:
+        """What the version lock says to serve now (models the lock does not name keep their package)."""
+        assert self.registry is not None
+        lock = read_lock(self.registry.lock_path)
+        served = {}
+        for name, path in self.packages.items():
+            locked = locked_package_dir(self.registry.packages_dir, name, lock)
+            served[name] = locked if name in lock.models and (locked / MANIFEST_FILE).is_file() else path
+        return served
+
+    def _follow_lock(self) -> None:
+        """Deploy what the lock says whenever promote or rollback changes it; a failed deploy keeps the old one."""
+        while not self._stopping.wait(LOCK_POLL_S):
+            try:
+                served = self.served_packages()
+                if served != self.packages:
+                    self.deploy(served)
+            except Exception:  # a half-written lock, a package that fails to load: keep serving, say why
+                log.exception("deploying the locked versions failed; the previous versions keep serving")
+
+    def deploy(self, packages: dict[str, Path]) -> Deployment:
+        """A new function version per function, started beside the serving one, then each alias shifts to it (as
+        CodeDeploy shifts a Lambda alias); endpoint models update their endpoint first, blue/green."""
+        started = time.monotonic()
+        assert self._api_alias is not None
+        assert self._batch_alias is not None
+        assert self.standin is not None
+        changed = {name: path for name, path in packages.items() if self.packages.get(name) != path}
+        for name, path in changed.items():
+            if name in self._endpoints:
+                self.standin.deploy(self._endpoints[name], path)
+        self._api_alias.shift(self._function("api", packages))  # each alias moves as soon as its version is up
+        self._batch_alias.shift(self._function("batch", packages))
+        self.packages = dict(packages)
+        deployment = Deployment(
+            versions={name: read_manifest(path).version for name, path in changed.items()},
+            seconds=time.monotonic() - started,
+        )
+        self.deployments.append(deployment)
+        for name, version in deployment.versions.items():
+            log.warning("now serving %s %s (deployed in %.1f s)", name, version, deployment.seconds)
+        return deployment
 
     def _identities(
         self, aws_url: str, resources: aws.LocalResources, endpoints: dict[str, str]
@@ -169,6 +258,7 @@ class LocalStack:
         platform = self.catalog.platform
         return Settings(
             models_dir=Path(models_dir),
+            versions_dir=self.registry.packages_dir if self.registry is not None else None,
             sagemaker_endpoints=endpoints,
             sagemaker_max_batch={name: self.catalog.model(name).sagemaker.max_batch_size for name in endpoints},
             max_instances={name: self.catalog.model(name).max_instances for name in self.packages},
@@ -198,28 +288,35 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop in reverse order; safe to call twice and after a failed start."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(30)
+            self._watcher = None
+        if self.registry is not None:
+            withdraw(self.registry)
         if self.poller is not None:
             self.poller.stop()
             self.poller = None
         if self.front is not None:
             self.front.stop()
             self.front = None
-        for function in (self.api_function, self.batch_function):
-            if function is not None:
-                function.stop()
+        for alias in (self._api_alias, self._batch_alias):
+            if alias is not None:
+                alias.stop()
         if self.standin is not None:
             self.standin.stop()
             self.standin = None
         if self._moto is not None:
             self._moto.stop()  # its process holds all the stack's AWS state, so nothing is left behind
             self._moto = None
-        if self._models_dir is not None:
-            self._models_dir.cleanup()
-            self._models_dir = None
+        for folder in self._models_dirs:
+            folder.cleanup()
+        self._models_dirs = []
 
-    def _models_folder(self) -> str:
+    def _models_folder(self, packages: dict[str, Path]) -> str:
         """MODELS_DIR holds one package folder per model: symlinks, so packages may live anywhere (tests)."""
-        self._models_dir = tempfile.TemporaryDirectory(prefix="local-models-")
-        for name, path in self.packages.items():
-            (Path(self._models_dir.name) / name).symlink_to(path.resolve(), target_is_directory=True)
-        return self._models_dir.name
+        folder = tempfile.TemporaryDirectory(prefix="local-models-")
+        self._models_dirs.append(folder)
+        for name, path in packages.items():
+            (Path(folder.name) / name).symlink_to(path.resolve(), target_is_directory=True)
+        return folder.name

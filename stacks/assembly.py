@@ -46,7 +46,7 @@ def cdk_json_context(root: Path = ROOT) -> dict[str, Any]:
 
 def assemble(app: App, config: AppConfig) -> ServingStacks:
     """Run the deploy gate first, then build the stacks; nothing is synthesized for an unverified package."""
-    packages = verify_packages(config.served_models, config.packages_dir)
+    packages = verify_packages(config.served_models, config.packages_dir, config.lock)
     env = Environment(account=config.account, region=config.region)
     prefix = config.stack_prefix
 

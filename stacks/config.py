@@ -9,6 +9,8 @@ from typing import Any
 
 from catalog import PACKAGES_DIR, ROOT, Catalog, ModelEntry, Target
 from functions.runtime.settings import Settings
+from registry.lock import VersionLock
+from registry.store import locked_package_dir
 
 DOCKERFILE = "functions/Dockerfile"
 IMAGE_MODELS_DIR = "/var/task/models"
@@ -44,6 +46,7 @@ class AppConfig:
     termination_protection: bool = True
     tags: dict[str, str] = field(default_factory=dict)
     lambda_memory_mb: dict[str, int] = field(default_factory=dict)  # `make bench` placement, when opted in
+    lock: VersionLock = field(default_factory=VersionLock)  # the approved version of each model (models.lock.json)
 
     def memory_mb(self, entry: ModelEntry) -> int:
         """The API function's memory: the bench's measured recommendation if applied, else the catalog's."""
@@ -81,7 +84,12 @@ class AppConfig:
         )
 
     def package_dir(self, name: str) -> Path:
-        return self.packages_dir / name
+        """The approved version's package: `<packages_dir>/<name>/<locked version>/` (or a folder that is a package)."""
+        return locked_package_dir(self.packages_dir, name, self.lock)
+
+    def version(self, name: str) -> str:
+        """The approved version that ships (the deploy gate has checked the package is that version)."""
+        return self.lock.models[name].version
 
     def package_context_path(self, name: str) -> str:
         """The package folder relative to the image build context, as the Dockerfile's COPY sees it."""

@@ -1,4 +1,5 @@
-"""The deploy gate: synth refuses any model whose package is missing, tampered with or without passing parity.
+"""The deploy gate: synth refuses any model whose package is missing, tampered with, without passing parity, or not
+the version the registry approved (as `models.lock.json` records it: version and manifest digest).
 
 It reuses the serving runtime's own verification (`load_package`), so what deploys is exactly what would load.
 """
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from catalog import ModelEntry, Target
 from functions.runtime.package import MANIFEST_FILE, ModelPackage, PackageError, load_package
+from registry.lock import VersionLock
+from registry.store import locked_package_dir, manifest_sha256
 
 TRITON_ARCHIVE = "triton/model.tar.gz"
 
@@ -34,6 +37,38 @@ def verify_package(entry: ModelEntry, package_dir: Path) -> ModelPackage:
     return package
 
 
-def verify_packages(entries: Iterable[ModelEntry], packages_dir: Path) -> dict[str, ModelPackage]:
-    """Run the gate over every model that will be deployed, before any stack is built."""
-    return {entry.name: verify_package(entry, packages_dir / entry.name) for entry in entries}
+def verify_approved(entry: ModelEntry, package: ModelPackage, lock: VersionLock) -> None:
+    """The package must be the approved version, byte for byte (its manifest lists every file's sha256)."""
+    name = entry.name
+    locked = lock.models.get(name)
+    if locked is None:
+        raise DeployGateError(
+            f"model {name!r}: no approved version in the version lock; "
+            f"promote one: python -m registry promote {name} VERSION"
+        )
+    if package.version != locked.version:
+        raise DeployGateError(
+            f"model {name!r}: package {package.version} at {package.path} is not the approved version "
+            f"{locked.version}; promote it first: python -m registry promote {name} {package.version}"
+        )
+    if manifest_sha256(package.path) != locked.manifest_sha256:
+        raise DeployGateError(
+            f"model {name!r}: package {package.version} at {package.path} differs from the approved one "
+            "(manifest sha256 does not match the lock); refusing to deploy"
+        )
+
+
+def verify_packages(
+    entries: Iterable[ModelEntry], packages_dir: Path, lock: VersionLock | None = None
+) -> dict[str, ModelPackage]:
+    """Run the gate over every model that will be deployed, before any stack is built.
+
+    With a lock (as the CDK app always passes), each model's approved version is the package checked and shipped.
+    """
+    packages = {}
+    for entry in entries:
+        package = verify_package(entry, locked_package_dir(packages_dir, entry.name, lock or VersionLock()))
+        if lock is not None:
+            verify_approved(entry, package, lock)
+        packages[entry.name] = package
+    return packages

@@ -43,7 +43,12 @@ def model_image_code(config: AppConfig, entry: ModelEntry, handler: str) -> lamb
     return lambda_.DockerImageCode.from_image_asset(
         str(config.source_root),
         file=DOCKERFILE,
-        build_args={"MODEL_NAME": entry.name, "MODEL_DIR": config.package_context_path(entry.name)},
+        build_args={
+            "MODEL_NAME": entry.name,
+            "MODEL_DIR": config.package_context_path(entry.name),
+            "MODEL_VERSION": config.version(entry.name),  # the approved version: the image's label
+        },
+        display_name=f"{entry.name}:{config.version(entry.name)}",
         platform=PLATFORMS[entry.lambda_.architecture],
         exclude=image_exclude(config, entry),
         ignore_mode=IgnoreMode.DOCKER,

@@ -22,6 +22,7 @@ def model_routes(name: str) -> list[tuple[str, tuple[str, ...]]]:
     """The v2 (Open Inference Protocol) and v1 (KServe) paths of one model, with the methods each accepts."""
     return [
         (f"/v2/models/{name}", ("GET",)),
+        (f"/v2/models/{name}/versions/{{version}}/infer", ("POST",)),  # any registered version, by path
         (f"/v2/models/{name}/{{proxy+}}", ("GET", "POST")),
         (f"/v1/models/{name}", ("GET",)),
         (f"/v1/models/{name}:predict", ("POST",)),
@@ -35,15 +36,21 @@ def route_keys(models: Iterable[str]) -> list[str]:
 
 
 def _pattern(path: str) -> re.Pattern[str]:
-    """A route path as API Gateway matches it: literal segments, `{proxy+}` greedy over one or more segments."""
-    return re.compile("^" + re.escape(path).replace(re.escape("{proxy+}"), ".+") + "$")
+    """A route path as API Gateway matches it: literal segments, `{name}` one segment, `{proxy+}` greedy over one or
+    more segments."""
+    escaped = re.escape(path).replace(re.escape("{proxy+}"), ".+")
+    return re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", escaped) + "$")
 
 
 def match_route(keys: Iterable[str], method: str, path: str) -> str | None:
-    """The route key API Gateway picks for a request (the most specific, i.e. a literal path first), or None."""
+    """The route key API Gateway picks for a request, or None: the most specific one, i.e. a literal path first,
+    then a path with variables, then the longest greedy path."""
     candidates = [key for key in keys if key.split(" ", 1)[0] == method.upper()]
     literal = [key for key in candidates if key.split(" ", 1)[1] == path]
     if literal:
         return literal[0]
-    greedy = [key for key in candidates if "{proxy+}" in key and _pattern(key.split(" ", 1)[1]).match(path)]
-    return max(greedy, key=len) if greedy else None
+    matching = [key for key in candidates if "{" in key and _pattern(key.split(" ", 1)[1]).match(path)]
+    variables = [key for key in matching if "{proxy+}" not in key]
+    if variables:
+        return variables[0]
+    return max(matching, key=len) if matching else None

@@ -6,24 +6,30 @@ python -m training.submit --all|--model NAME [--profile demo|full] [--mode local
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from catalog import ROOT, ModelEntry, load_catalog
 from functions.runtime.package import MANIFEST_FILE, PackageError, load_package, read_manifest
+from registry.local_registry import RegistryHome, aws_registry, local_registry
+from registry.model_registry import ModelRegistry
+from registry.promotion import register_version
+from registry.store import PackageStore
 from training.jobs.local_mode import train_local
 from training.jobs.request import JobRequest, Profile, TrainingJobError
 from training.jobs.sagemaker_job import SageMakerTarget, train_on_sagemaker
 
 WORK_ROOT = ROOT / "build" / "training"
+HOME = RegistryHome()  # package versions, the local registry's saved state, and the version lock
 # Who the job is, not how it trains: these differ between runs of the same training and never block reuse.
 IDENTITY_KEYS = frozenset({"model_name", "profile", "job_name"})
 
@@ -49,7 +55,9 @@ def check_reuse(
     entry: ModelEntry, *, profile: Profile, overrides: Mapping[str, Any] | None = None, package_dir: Path | None = None
 ) -> Reuse:
     """A package is reused only if it verifies and was trained with exactly this profile and these hyperparameters."""
-    directory = Path(package_dir) if package_dir else entry.package_dir
+    directory = (
+        Path(package_dir) if package_dir else (PackageStore(HOME.packages_dir).latest(entry.name) or entry.package_dir)
+    )
     if not (directory / MANIFEST_FILE).is_file():
         return Reuse(directory, False, "no package yet")
     try:
@@ -102,8 +110,34 @@ def _sagemaker_clients(region: str | None) -> tuple[Any, Any]:
     return session.client("sagemaker"), session.client("s3")
 
 
+@contextlib.contextmanager
+def model_registry(arguments: argparse.Namespace) -> Iterator[ModelRegistry]:
+    """Where trained packages are registered: the account's Model Registry for SageMaker jobs, else the local one."""
+    if arguments.mode == "sagemaker":
+        yield aws_registry(arguments.bucket, load_catalog().platform, arguments.region)
+        return
+    with local_registry(HOME) as registry:
+        yield registry
+
+
+def register(entry: ModelEntry, package: Path, arguments: argparse.Namespace) -> None:
+    """Register the package (idempotent) and say what a person does next."""
+    with model_registry(arguments) as registry:
+        registered = register_version(registry, package, HOME.lock_path)
+    if registered.status == "PendingManualApproval":
+        hint = f"; to serve it: python -m registry promote {entry.name} {registered.version}"
+    else:
+        hint = ""
+    print(
+        f"[{entry.name}] registered {registered.version} as model package version {registered.number}:"
+        f" {registered.status}{hint}",
+        flush=True,
+    )
+
+
 def train_one(entry: ModelEntry, arguments: argparse.Namespace) -> Path:
-    """Reuse the package when it is current, else train it in the chosen mode; prints one summary line."""
+    """Reuse the latest version when it is current, else train a new one in the chosen mode, file it under
+    build/models/<name>/<version>/ and register it; prints one summary line."""
     profile: Profile = arguments.profile
     job = JobRequest.create(
         entry,
@@ -121,19 +155,20 @@ def train_one(entry: ModelEntry, arguments: argparse.Namespace) -> Path:
         if reuse.reusable:
             print(f"[{entry.name}] reusing {reuse.package_dir}: {reuse.reason}", flush=True)
             print(f"[{entry.name}] {describe_package(reuse.package_dir)}", flush=True)
+            register(entry, reuse.package_dir, arguments)
             return reuse.package_dir
         reason = reuse.reason
     print(f"[{entry.name}] training ({arguments.mode}, profile {profile}): {reason}", flush=True)
     if arguments.mode == "local":
         package = train_local(job)
     else:
-        if not arguments.role_arn or not arguments.bucket:
-            raise SystemExit("--mode sagemaker needs --role-arn and --bucket (or SAGEMAKER_ROLE_ARN and MODELS_BUCKET)")
         sagemaker, s3 = _sagemaker_clients(arguments.region)
         target = SageMakerTarget(role_arn=arguments.role_arn, bucket=arguments.bucket, platform=load_catalog().platform)
         package = train_on_sagemaker(job, target, sagemaker=sagemaker, s3=s3)
+    package = PackageStore(HOME.packages_dir).add(package)
     wall = time.perf_counter() - started
     print(f"[{entry.name}] trained in {wall:.1f} s | {describe_package(package)}", flush=True)
+    register(entry, package, arguments)
     return package
 
 
@@ -157,6 +192,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    if arguments.mode == "sagemaker" and not (arguments.role_arn and arguments.bucket):
+        raise SystemExit("--mode sagemaker needs --role-arn and --bucket (or SAGEMAKER_ROLE_ARN and MODELS_BUCKET)")
+    PackageStore(HOME.packages_dir).adopt_unversioned()  # packages of the one-folder-per-model layout become versions
     catalog = load_catalog()
     entries = list(catalog.models.values()) if arguments.all else [catalog.model(name) for name in arguments.model]
     failures: list[str] = []

@@ -22,8 +22,7 @@ from functions.api.envelope import MethodNotAllowedError, check_envelope, check_
 from functions.api.errors import count_error_answer, register_error_handlers
 from functions.api.v1 import PredictRequest, PredictResponse, v1_instances
 from functions.api.v2 import ModelMetadata, model_metadata, v2_batch, v2_response
-from functions.runtime.errors import UnknownModelError
-from functions.runtime.models import ServedModel, get_model
+from functions.runtime.models import ModelVersions, ServedModel
 from functions.runtime.settings import Settings
 from functions.runtime.telemetry import function_telemetry
 from functions.runtime.tensors import InferRequest, InferResponse, requested_outputs
@@ -75,12 +74,11 @@ def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunc
         routes.append((method, rule))
         return app.route(rule, method, **options)
 
+    versions = ModelVersions(models, settings)
+
     def served(name: str, version: str | None = None) -> ServedModel:
-        """The named model (and version, when the path names one)."""
-        model = get_model(models, name)
-        if version is not None and version != model.version:
-            raise UnknownModelError(f"model {name!r} has no version {version!r} (served: {model.version})")
-        return model
+        """The named model: the served version, or the version the path names (loaded on demand)."""
+        return versions.get(name, version)
 
     def scored(name: str, version: str | None = None) -> ServedModel:
         """A model about to score: the request's metrics (latency, or an error) carry it as their dimension.
@@ -127,11 +125,11 @@ def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunc
 
     @route("GET", "/v2/models/<name>", responses=_METADATA_RESPONSES)
     def metadata(name: str) -> dict[str, Any]:
-        return model_metadata(served(name))
+        return model_metadata(served(name), versions.versions(name))
 
     @route("GET", "/v2/models/<name>/versions/<version>")
     def version_metadata(name: str, version: str) -> dict[str, Any]:
-        return model_metadata(served(name, version))
+        return model_metadata(served(name, version), [version])
 
     @route("GET", "/v2/models/<name>/ready")
     def model_ready(name: str) -> Response[str]:
@@ -172,7 +170,8 @@ def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunc
         instances = v1_instances(model, request, settings.max_instances_for(model.name))
         predictions = model.predict_instances(instances)
         record_inference(model, len(instances), started)
-        return json_response({"predictions": predictions.items}, max_bytes=settings.max_response_bytes)
+        document = {"predictions": predictions.items, "model_version": model.version}
+        return json_response(document, max_bytes=settings.max_response_bytes)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> Response[str]:

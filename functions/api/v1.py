@@ -21,6 +21,7 @@ class PredictResponse(BaseModel):
     """KServe v1 answer: per instance {label, score, scores} for classifiers, a vector for embeddings."""
 
     predictions: list[Any]
+    model_version: str | None = None  # the version that answered (as v2's model_version)
 
 
 def v1_instances(model: ServedModel, request: PredictRequest, max_instances: int) -> list[Any]:

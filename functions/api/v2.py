@@ -34,11 +34,12 @@ def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.datatype, "shape": spec.shape}
 
 
-def model_metadata(model: ServedModel) -> dict[str, Any]:
-    """The manifest's API-level tensors, as v2 metadata (what tritonclient.get_model_metadata reads)."""
+def model_metadata(model: ServedModel, versions: list[str]) -> dict[str, Any]:
+    """The manifest's API-level tensors, as v2 metadata (what tritonclient.get_model_metadata reads), and the
+    versions that can be asked for by path."""
     return {
         "name": model.name,
-        "versions": [model.version],
+        "versions": versions,
         "platform": PLATFORM,
         "inputs": [_tensor_metadata(spec) for spec in model.manifest.inputs],
         "outputs": [_tensor_metadata(spec) for spec in model.manifest.outputs],

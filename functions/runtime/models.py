@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +178,61 @@ def load_models(settings: Settings, sagemaker_client: Any = None) -> dict[str, S
         models[package.name] = load_model(package, settings, sagemaker_client)
         logger.info("loaded model %s %s (%s)", package.name, package.version, models[package.name].backend.name)
     return models
+
+
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ModelVersions:
+    """The served models, plus any other registered version of them, loaded on demand from `versions_dir`.
+
+    At most `version_cache_size` other versions stay loaded (least recently used goes first), so a client walking
+    through old versions cannot exhaust the function's memory.
+    """
+
+    def __init__(self, served: Mapping[str, ServedModel], settings: Settings) -> None:
+        self.served = served
+        self.settings = settings
+        self._loaded: OrderedDict[tuple[str, str], ServedModel] = OrderedDict()
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        """The served model, or the named version of it (UnknownModelError when it is not registered here)."""
+        model = get_model(self.served, name)
+        if version is None or version == model.version:
+            return model
+        key = (name, version)
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
+        if version not in self.versions(name):
+            raise UnknownModelError(
+                f"model {name!r} has no version {version!r} (versions: {', '.join(self.versions(name))})"
+            )
+        if name in self.settings.sagemaker_endpoints:
+            raise UnknownModelError(
+                f"model {name!r} runs on its endpoint, which serves version {model.version} only; not {version!r}"
+            )
+        assert self.settings.versions_dir is not None  # versions() lists only the served one without it
+        package = load_package(self.settings.versions_dir / name / version)
+        loaded = load_model(package, self.settings)
+        logger.info("loaded model %s %s on demand", name, version)
+        self._loaded[key] = loaded
+        while len(self._loaded) > self.settings.version_cache_size:
+            self._loaded.popitem(last=False)
+        return loaded
+
+    def versions(self, name: str) -> list[str]:
+        """Every version of `name` this function can serve, oldest first: the served one and the registered ones."""
+        served = get_model(self.served, name).version
+        folder = self.settings.versions_dir / name if self.settings.versions_dir else None
+        found = {served}
+        if folder is not None and folder.is_dir():
+            found |= {
+                child.name
+                for child in folder.iterdir()
+                if VERSION_PATTERN.match(child.name) and (child / MANIFEST_FILE).is_file()
+            }
+        return sorted(found)
 
 
 def get_model(models: Mapping[str, ServedModel], name: str) -> ServedModel:

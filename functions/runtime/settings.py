@@ -22,6 +22,8 @@ DEFAULT_FUNCTION_TIMEOUT_S = 25.0  # the API function's (below the HTTP API's 30
 # field -> environment variable; the JSON ones carry maps
 VARIABLES: dict[str, str] = {
     "models_dir": "MODELS_DIR",
+    "versions_dir": "MODEL_VERSIONS_DIR",
+    "version_cache_size": "MODEL_VERSION_CACHE_SIZE",
     "sagemaker_endpoints": "SAGEMAKER_ENDPOINTS",
     "sagemaker_max_batch": "SAGEMAKER_MAX_BATCH",
     "max_instances": "MAX_INSTANCES",
@@ -53,6 +55,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     models_dir: Path = DEFAULT_MODELS_DIR
+    # other registered versions, `<name>/<version>/` packages loaded on demand (the local stack's build/models)
+    versions_dir: Path | None = None
+    version_cache_size: Annotated[int, Field(ge=1, le=16)] = 2  # versions besides the served ones held in memory
     sagemaker_endpoints: dict[str, str] = Field(default_factory=dict)
     # model -> the endpoint's Triton max_batch_size ([models.<name>.sagemaker] max_batch_size): requests are chunked
     sagemaker_max_batch: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)

@@ -14,6 +14,7 @@ from aws_cdk import App
 from aws_cdk.assertions import Template
 
 from catalog import load_catalog
+from registry.lock import lock_for
 from stacks.assembly import ServingStacks, assemble, cdk_json_context
 from stacks.config import AppConfig
 from tests.infra.package_factory import build_context, write_package
@@ -60,6 +61,7 @@ def synthesized(infra_packages: dict[str, Path], tmp_path_factory: pytest.TempPa
         region="us-east-1",
         source_root=context,
         packages_dir=context / "build" / "models",
+        lock=lock_for(infra_packages),  # the session's packages are the approved versions
     )
     outdir = tmp_path_factory.mktemp("cdk-out")
     app = App(context=cdk_context(), outdir=str(outdir))

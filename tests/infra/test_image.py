@@ -70,6 +70,22 @@ def test_each_staged_build_context_holds_the_runtime_and_one_package(synthesized
         )
 
 
+def test_each_image_is_tagged_with_the_approved_version(synthesized: Synthesized) -> None:
+    # the cloud assembly's image assets: what `cdk deploy` builds and pushes
+    images = {}
+    for manifest in synthesized.outdir.glob("*.assets.json"):
+        for image in json.loads(manifest.read_text()).get("dockerImages", {}).values():
+            arguments = image["source"].get("dockerBuildArgs", {})
+            images[arguments["MODEL_NAME"]] = (arguments["MODEL_VERSION"], image.get("displayName"))
+    approved = {name: locked.version for name, locked in synthesized.config.lock.models.items()}
+    assert {name: version for name, (version, _) in images.items()} == {
+        entry.name: approved[entry.name] for entry in synthesized.config.served_models
+    }
+    assert all(display == f"{name}:{version}" for name, (version, display) in images.items())
+    dockerfile = (ROOT / DOCKERFILE).read_text()
+    assert "LABEL org.opencontainers.image.version=${MODEL_VERSION}" in dockerfile
+
+
 @pytest.fixture(scope="session")
 def runtime_site() -> Path:
     """`pip install -r functions/requirements.txt --target` as the image does; reused while the pins stay the same."""

@@ -75,6 +75,7 @@ def test_routes_cover_v2_v1_and_server_paths_for_every_model(synthesized: Synthe
     for entry in synthesized.config.served_models:
         expected |= {
             f"GET /v2/models/{entry.name}",
+            f"POST /v2/models/{entry.name}/versions/{{version}}/infer",  # any registered version, by path
             f"GET /v2/models/{entry.name}/{{proxy+}}",
             f"POST /v2/models/{entry.name}/{{proxy+}}",
             f"GET /v1/models/{entry.name}",
@@ -152,6 +153,7 @@ def jwt_api(synthesized: Synthesized) -> Template:
         catalog=load_catalog(),
         source_root=synthesized.config.source_root,
         packages_dir=synthesized.config.packages_dir,
+        lock=synthesized.config.lock,
         jwt=JwtSettings(issuer="https://issuer.example.com/", audience=("model-clients",)),
         cors_origins=("https://app.example.com",),
         gpu_endpoints=False,

@@ -9,6 +9,8 @@ import pytest
 import catalog
 from catalog import load_catalog
 from functions.runtime.package import read_manifest, write_package
+from registry.local_registry import RegistryHome
+from registry.lock import read_lock
 from tests.unit.handmade_packages import build_handmade_package
 from training import submit
 from training.jobs.request import JobRequest
@@ -96,10 +98,13 @@ def test_no_package_means_training(tmp_path: Path) -> None:
 def test_the_cli_reuses_a_current_package_and_reports_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # given: build/models/digits already holds what `make models` would train
+    # given: build/models/digits already holds what `make models` would train, in the one-folder layout of before
     monkeypatch.setattr(catalog, "PACKAGES_DIR", tmp_path / "models")
     monkeypatch.setattr(submit, "WORK_ROOT", tmp_path / "training")
-    package_dir = _finished_package(tmp_path / "models" / "digits")
+    home = RegistryHome(tmp_path / "models", tmp_path / "registry", tmp_path / "models.lock.json")
+    monkeypatch.setattr(submit, "HOME", home)
+    version = read_manifest(_finished_package(tmp_path / "models" / "digits")).version
+    package_dir = tmp_path / "models" / "digits" / version  # filed as a version
 
     # when
     status = submit.main(["--model", "digits", "--profile", "demo"])
@@ -113,6 +118,9 @@ def test_the_cli_reuses_a_current_package_and_reports_it(
     assert "precision fp32" in out
     assert "1/1 packages ready" in out
     assert not (tmp_path / "training").exists()
+    # and registered: the model's first version is approved and locked as the one served
+    assert f"[digits] registered {version} as model package version 1: Approved" in out
+    assert read_lock(home.lock_path).models["digits"].version == version
 
 
 def test_the_cli_needs_a_role_and_bucket_for_sagemaker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

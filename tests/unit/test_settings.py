@@ -57,6 +57,8 @@ def test_to_environment_round_trips_every_field() -> None:
     # given settings that differ from every default
     settings = Settings(
         models_dir=Path("/opt/models"),
+        versions_dir=Path("/opt/versions"),
+        version_cache_size=3,
         sagemaker_endpoints={"embeddings": "endpoint-1"},
         max_instances={"sentiment": 8},
         ort_threads=2,

@@ -40,7 +40,7 @@ class JobRequest:
     entry: ModelEntry
     profile: Profile
     work_dir: Path  # the job's own folder: prepared channels, local mode's /opt/ml tree, checkpoints to resume
-    package_dir: Path  # where the finished package is published
+    package_dir: Path  # where the finished package is published (training.submit then files it as a version)
     job_name: str
     overrides: Mapping[str, Hyperparameter] = field(default_factory=lambda: MappingProxyType({}))
     processes: int = 1  # local mode: torchrun processes (DDP on gloo); SageMaker: the catalog's instances decide
@@ -59,12 +59,12 @@ class JobRequest:
         processes: int = 1,
         verbose: bool = False,
     ) -> JobRequest:
-        """Defaults: the catalog's package folder for the model, and a fresh time-stamped job name."""
+        """Defaults: the job's own `package/` folder, and a fresh time-stamped job name."""
         return cls(
             entry=entry,
             profile=profile,
             work_dir=Path(work_dir).resolve(),
-            package_dir=Path(package_dir) if package_dir else entry.package_dir,
+            package_dir=Path(package_dir) if package_dir else Path(work_dir).resolve() / "package",
             job_name=job_name or job_name_for(entry, profile),
             overrides=MappingProxyType(dict(overrides or {})),
             processes=processes,
