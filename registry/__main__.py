@@ -21,6 +21,14 @@ def _metrics_text(version: RegisteredVersion, keys: Sequence[str]) -> str:
     return " ".join(f"{key}={version.metrics[key]:.4f}" for key in keys if key in version.metrics) or "-"
 
 
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
 def versions_table(versions: Sequence[RegisteredVersion], served: str | None, primary: str | None) -> str:
     """One row per version: number, version, status, the primary metric (then the rest), created, served."""
     keys = sorted({key for v in versions for key in v.metrics}, key=lambda key: (key != primary, key))
@@ -36,10 +44,7 @@ def versions_table(versions: Sequence[RegisteredVersion], served: str | None, pr
                 "*" if v.version == served else "",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
+    return _table(rows)
 
 
 def show_text(version: RegisteredVersion, served: str | None) -> str:
@@ -67,10 +72,7 @@ def diff_text(first: RegisteredVersion, second: RegisteredVersion, primary: str 
         a, b = first.metrics.get(key), second.metrics.get(key)
         change = f"{(b - a) * 100:+.2f} points" if a is not None and b is not None else ""
         rows.append((key, "-" if a is None else f"{a:.4f}", "-" if b is None else f"{b:.4f}", change))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
+    return _table(rows)
 
 
 @contextlib.contextmanager

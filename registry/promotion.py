@@ -85,9 +85,13 @@ def lock_approved(registry: ModelRegistry, name: str, lock_path: Path) -> Regist
 
 
 def register_version(registry: ModelRegistry, package_dir: Path, lock_path: Path) -> RegisteredVersion:
-    """Register a trained package; a model's first version is approved at registration and locked as served."""
+    """Register a trained package; a model's first version is approved at registration and locked as served.
+
+    A lock naming a version this registry does not hold (a registry started afresh, e.g. after `make clean`) is
+    repaired to the registry's approved version too."""
     registered = registry.register(package_dir)
-    if registered.name not in read_lock(lock_path).models:
+    locked = read_lock(lock_path).models.get(registered.name)
+    if locked is None or locked.version not in {v.version for v in registry.versions(registered.name)}:
         lock_approved(registry, registered.name, lock_path)
     return registered
 

@@ -14,7 +14,7 @@ import pytest
 
 from catalog import ROOT, load_catalog
 from registry.local_registry import RegistryHome, local_registry, register_package
-from registry.lock import read_lock
+from registry.lock import LockedVersion, lock_for, read_lock, write_lock
 from registry.model_registry import ModelRegistry
 from registry.promotion import PromotionRefusedError, promote, rollback
 from registry.store import PackageStore
@@ -74,6 +74,19 @@ def test_every_package_is_a_version_and_only_the_first_is_approved(home: Registr
     described = registry.sagemaker.describe_model_package(ModelPackageName=first.arn)
     assert described["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"].endswith(f"digits/{V1}/evaluation.json")
     # the first version is the lock's, so `make demo` serves something from nothing
+    assert read_lock(home.lock_path).models["digits"].version == V1
+
+
+def test_a_stale_lock_is_repaired_by_a_fresh_registrys_first_version(tmp_path: Path, digits: Path) -> None:
+    # given a lock naming a version no registry here holds (build/ cleaned, lock kept)
+    home = _home(tmp_path)
+    write_lock(
+        lock_for({"digits": digits}).with_version("digits", LockedVersion(version="x", manifest_sha256="0" * 64)),
+        home.lock_path,
+    )
+    # when training registers a first version
+    register_package(add_version(PackageStore(home.packages_dir), digits, V1, {"test_accuracy": 0.9}), home)
+    # then the lock names it, so the stack can serve it
     assert read_lock(home.lock_path).models["digits"].version == V1
 
 
