@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,32 @@ class TaskManifest(BaseModel):
 
 
 @dataclass(frozen=True)
+class QuantizationRecipe:
+    """How a task's int8 graph is made with ORT's dynamic quantiser, named in the manifest.
+
+    reduce_range (7-bit weights) stays on: Lambda x86 may land on a CPU without VNNI, where full-range int8
+    products saturate in AVX2's 16-bit accumulation. keep_fp32 holds regular expressions over node names: the nodes
+    measured as the most sensitive, left in fp32.
+    """
+
+    per_channel: bool = True
+    reduce_range: bool = True
+    keep_fp32: tuple[str, ...] = ()
+
+    @property
+    def method(self) -> str:
+        method = "dynamic-int8" + " reduce_range" * self.reduce_range + (" per_channel" if self.per_channel else "")
+        return method + "".join(f" keep-fp32:{pattern}" for pattern in self.keep_fp32)
+
+    def excluded(self, node_names: list[str]) -> list[str]:
+        """The graph's nodes left in fp32."""
+        return [name for name in node_names if any(re.search(pattern, name) for pattern in self.keep_fp32)]
+
+
+DEFAULT_RECIPE = QuantizationRecipe()
+
+
+@dataclass(frozen=True)
 class ExportSpec:
     """Declared once per task (like an Optimum export config), consumed by `training.packaging.build_package`."""
 
@@ -39,9 +66,10 @@ class ExportSpec:
     parity_cases: list[tuple[str, Feeds]]  # real validation inputs: batch-1, a mixed-length batch, maximum length
     tolerance: float  # absolute tolerance between PyTorch and ONNX outputs
     validation_feeds: list[Feeds]  # real validation batches for the quantisation gate
-    validation_labels: np.ndarray | None  # class ids for classifiers; None for embedders (gate: cosine against fp32)
+    validation_labels: np.ndarray | None  # class ids for classifiers; None for embedders (gate: retrieval vs fp32)
     test_feeds: list[Feeds] = field(default_factory=list)  # the shipped graph's test metric (classifiers)
     test_labels: np.ndarray | None = None
     package_files: dict[str, Path] = field(default_factory=dict)  # extra files copied into the package (tokenizer.json)
     transformer: tuple[int, int] | None = None  # (num_heads, hidden_size) for the ORT transformer optimizer
     manifest: TaskManifest | None = None  # needed to package; a graph exported only to measure it has none
+    int8_recipe: QuantizationRecipe = DEFAULT_RECIPE

@@ -26,11 +26,28 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(logits.argmax(axis=-1) == labels))
 
 
-def min_cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Worst row-wise cosine similarity: the gate must hold for every sentence, not on average."""
+def cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity between two embeddings of the same texts."""
     dot = np.sum(reference * candidate, axis=-1)
     norms = np.linalg.norm(reference, axis=-1) * np.linalg.norm(candidate, axis=-1)
-    return float(np.min(dot / np.maximum(norms, 1e-12)))
+    return dot / np.maximum(norms, 1e-12)
+
+
+def nearest_neighbours(embeddings: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k most cosine-similar other rows (unordered), as a retrieval index over these texts answers."""
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)  # a text is not its own neighbour
+    return np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+
+
+def neighbour_overlap(reference: np.ndarray, candidate: np.ndarray, k: int) -> float:
+    """Mean share of each text's top-k neighbours under `reference` that `candidate` also ranks in its top k."""
+    if len(reference) <= k:
+        raise ValueError(f"top-{k} neighbours need more than {k} texts, got {len(reference)}")
+    ours, theirs = nearest_neighbours(reference, k), nearest_neighbours(candidate, k)
+    shared = [len(np.intersect1d(a, b, assume_unique=True)) for a, b in zip(ours, theirs, strict=True)]
+    return float(np.mean(shared) / k)
 
 
 def test_metrics(spec: ExportSpec, path: Path) -> dict[str, float]:

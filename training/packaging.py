@@ -47,9 +47,10 @@ class PackageBuild:
 
 @dataclass(frozen=True)
 class ShippedGraph:
-    """The graph that goes into the package, and why it is that one."""
+    """The graph that goes into the package, and why it is that one; fp32_path is what a GPU serves."""
 
     path: Path
+    fp32_path: Path
     precision: str
     optimization: OptimizationReport
     parity: ParityReport
@@ -71,7 +72,11 @@ def _utc_now() -> str:
 def prepare_graph(
     spec: ExportSpec, scratch: Path, build: PackageBuild, *, quantize: bool, gpu: bool, gate: QuantizationGate
 ) -> ShippedGraph:
-    """Export, optimise and prove parity; then quantise a CPU-bound graph and keep int8 only if the gate passes."""
+    """Export, optimise and prove parity; then quantise the CPU graph and keep int8 only if the gate passes.
+
+    A GPU-served model's Triton repository always takes the fp32 graph; its model.onnx is what CPUs serve
+    (a Lambda placement, the local stack without an endpoint), so it goes through the same gate.
+    """
     raw, fp32 = scratch / "exported.onnx", scratch / "optimized.onnx"
     with build.timed("export"):
         export_onnx(spec, raw)
@@ -79,22 +84,21 @@ def prepare_graph(
         optimization = optimize_graph(spec, raw, fp32, use_gpu=gpu)
     with build.timed("parity"):
         parity = validate_parity(spec, fp32)
-    if gpu:
-        decision = QuantizationDecision.not_quantized("GPU target (Triton): the fp32 graph ships")
-    elif not quantize:
-        decision = QuantizationDecision.not_quantized("quantisation disabled")
+    if not quantize:
+        decision = QuantizationDecision.not_quantized("quantisation disabled", spec.int8_recipe.method)
     else:
         int8 = scratch / "quantized.onnx"
         with build.timed("quantize"):
             # CPU-fused ops (FusedConv, FusedGemm) have no int8 kernels: quantise the unfused export instead.
             if spec.transformer is None:
-                quantize_graph(raw, int8, preprocess=True)
+                quantize_graph(raw, int8, spec.int8_recipe, preprocess=True)
             else:
-                quantize_graph(fp32, int8)
+                quantize_graph(fp32, int8, spec.int8_recipe)
+        with build.timed("quantization_gate"):
             decision = gate(spec, fp32, int8)
         if decision.applied:
-            return ShippedGraph(int8, "int8", optimization, parity, decision)
-    return ShippedGraph(fp32, "fp32", optimization, parity, decision)
+            return ShippedGraph(int8, fp32, "int8", optimization, parity, decision)
+    return ShippedGraph(fp32, fp32, "fp32", optimization, parity, decision)
 
 
 def build_package(
@@ -112,7 +116,7 @@ def build_package(
 ) -> Path:
     """Export, optimise, prove parity, maybe quantise, and write the package atomically; ParityError leaves none.
 
-    A model served by Triton on a GPU (triton_max_batch_size set) ships the fp32 graph and its Triton repository.
+    A model served by Triton on a GPU (triton_max_batch_size set) also ships a Triton repository of the fp32 graph.
     """
     if spec.manifest is None:
         raise ExportError(f"the export spec of {name} declares no manifest part (task, inputs, outputs, labels)")
@@ -151,7 +155,7 @@ def build_package(
             from training.triton_repository import write_triton_repository
 
             with build.timed("triton"):
-                write_triton_repository(staging, manifest, shipped.path, triton_max_batch_size, tensorrt=tensorrt)
+                write_triton_repository(staging, manifest, shipped.fp32_path, triton_max_batch_size, tensorrt=tensorrt)
         write_package(
             staging, manifest.model_copy(update={"export_timings_s": build.timings_s, "created_at": _utc_now()})
         )

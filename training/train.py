@@ -275,7 +275,6 @@ def finish(
             "job_name": env.job_name,
             "profile": env.profile,
         },
-        quantize=entry.target is Target.LAMBDA,
         triton_max_batch_size=entry.sagemaker.max_batch_size if on_sagemaker else None,
         tensorrt=on_sagemaker and entry.sagemaker.tensorrt,
     )

@@ -16,11 +16,13 @@ from tokenizers import Tokenizer
 from functions.runtime.package import Manifest, read_manifest
 from training.export_spec import ExportSpec, Feeds, TaskManifest
 from training.packaging import build_package
+from training.tasks.sentence_embedding import INT8_RECIPE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MINILM_HEADS, MINILM_HIDDEN = 12, 384
 MAX_LENGTH = 128
+HELD_OUT_START, HELD_OUT_TEXTS = 72, 2048  # the retrieval gate needs at least 2,000 held-out texts
 TEXT_INPUTS = ["input_ids", "attention_mask"]
 TEXT_AXES = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
 
@@ -96,7 +98,8 @@ def embedding_spec() -> ExportSpec:
     torch.manual_seed(0)
     model_dir = minilm_dir()
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    texts = tweet_texts(72)
+    texts = tweet_texts(HELD_OUT_START + HELD_OUT_TEXTS)
+    held_out = texts[HELD_OUT_START:]  # the int8 gate's texts: nothing else in the spec uses them
     long_text = " ".join(texts[:12])  # several tweets joined: truncated at MAX_LENGTH tokens
     return ExportSpec(
         module=SentenceEmbedder(AutoModel.from_pretrained(model_dir)).eval(),
@@ -109,7 +112,7 @@ def embedding_spec() -> ExportSpec:
             ("max-length", encode(tokenizer, [long_text, texts[9]], pad_to=MAX_LENGTH)),
         ],
         tolerance=1e-4,
-        validation_feeds=[encode(tokenizer, texts[i : i + 16]) for i in range(8, 72, 16)],
+        validation_feeds=[encode(tokenizer, held_out[i : i + 32]) for i in range(0, len(held_out), 32)],
         validation_labels=None,
         manifest=TaskManifest.model_validate(
             {
@@ -122,6 +125,7 @@ def embedding_spec() -> ExportSpec:
         ),
         package_files={"tokenizer.json": model_dir / "tokenizer.json"},
         transformer=(MINILM_HEADS, MINILM_HIDDEN),
+        int8_recipe=INT8_RECIPE,
     )
 
 

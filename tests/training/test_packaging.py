@@ -60,10 +60,11 @@ def test_manifest_keeps_every_key_of_the_format(digits_package: Path) -> None:
     assert set(written["parity"]) == {"passed", "tolerance", "max_abs_diff", "argmax_agreement", "cases"}
     assert set(written["quantization"]) == {
         "applied", "method", "metric", "fp32_metric", "int8_metric", "threshold", "reason", "fp32_size_bytes",
-        "int8_size_bytes",
+        "int8_size_bytes", "gate", "thresholds", "figures",
     }  # fmt: skip
     assert written["preprocessing"] == {"image_shape": [8, 8], "pixel_scale": 16.0}
-    assert set(written["export_timings_s"]) == {"export", "optimize", "parity", "quantize", "test_metric"}
+    timed_steps = {"export", "optimize", "parity", "quantize", "quantization_gate", "test_metric"}
+    assert set(written["export_timings_s"]) == timed_steps
     assert load_package(digits_package).manifest == read_manifest(digits_package)
 
 
