@@ -46,6 +46,7 @@ class Platform(_Strict):
     api_throttle_rate: Annotated[int, Field(ge=1)] = 100
     api_throttle_burst: Annotated[int, Field(ge=1)] = 200
     log_retention_days: Annotated[int, Field(ge=1)] = 30
+    capture_prefix: str = "monitoring/capture/"  # data capture records land under <prefix><model>/<yyyy-mm-dd>/
 
     @property
     def queue_visibility_timeout_s(self) -> int:
@@ -56,6 +57,8 @@ class Platform(_Strict):
     def _output_outside_input(self) -> Platform:
         if self.batch_output_prefix.startswith(self.batch_input_prefix):
             raise ValueError("batch_output_prefix must not be under batch_input_prefix (it would re-trigger the batch)")
+        if self.capture_prefix.startswith(self.batch_input_prefix):
+            raise ValueError("capture_prefix must not be under batch_input_prefix (captured records would be scored)")
         return self
 
 
@@ -81,6 +84,14 @@ class TrainingPlacement(_Strict):
     max_run_s: Annotated[int, Field(ge=60)] = 4 * 3600
 
 
+class MonitoringPolicy(_Strict):
+    """Data capture and drift: what share of requests is recorded, whether raw inputs are, and when PSI is drift."""
+
+    capture_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    capture_inputs: bool = False  # raw inputs (texts, pixels) in the records: opt in only where that is allowed
+    drift_threshold: Annotated[float, Field(gt=0.0)] = 0.2  # PSI above it is drift (0.1-0.2 moderate, > 0.2 major)
+
+
 class ModelEntry(_Strict):
     name: str
     task: Task
@@ -94,6 +105,7 @@ class ModelEntry(_Strict):
     lambda_: LambdaPlacement = Field(default_factory=LambdaPlacement, alias="lambda")
     sagemaker: SageMakerPlacement = Field(default_factory=SageMakerPlacement)
     training: TrainingPlacement = Field(default_factory=TrainingPlacement)
+    monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy)
 
     @model_validator(mode="after")
     def _labels_match_task(self) -> ModelEntry:

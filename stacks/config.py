@@ -67,7 +67,18 @@ class AppConfig:
     ) -> Settings:
         """What one model's function reads from its environment (`to_environment` writes it): the catalog's limits,
         its own timeout (endpoint calls are sized to end before it), the image's package folder, the GPU endpoint and
-        its Triton batch limit when the model runs there, and the batch wiring for a scorer."""
+        its Triton batch limit when the model runs there, and the batch wiring for a scorer.
+
+        Only API functions capture data: their log group is the one the capture path subscribes to."""
+        monitoring = entry.monitoring
+        capture = (
+            {}
+            if batch
+            else {
+                "capture_rates": {entry.name: monitoring.capture_rate},
+                "capture_inputs": [entry.name] if monitoring.capture_inputs else [],
+            }
+        )
         return Settings(
             models_dir=Path(IMAGE_MODELS_DIR),
             sagemaker_endpoints={entry.name: endpoint_name} if endpoint_name else {},
@@ -76,6 +87,7 @@ class AppConfig:
             function_timeout_s=timeout_s,
             service_name=SERVICE_NAME,
             metrics_namespace=self.metrics_namespace,
+            **capture,
             **batch,
         )
 

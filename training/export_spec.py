@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,3 +46,6 @@ class ExportSpec:
     package_files: dict[str, Path] = field(default_factory=dict)  # extra files copied into the package (tokenizer.json)
     transformer: tuple[int, int] | None = None  # (num_heads, hidden_size) for the ORT transformer optimizer
     manifest: TaskManifest | None = None  # needed to package; a graph exported only to measure it has none
+    # training/validation instances as the API takes them (texts, raw pixels): profiled into the drift reference
+    reference_inputs: list[Any] = field(default_factory=list)
+    reference_data: str = ""  # which data those are, for people reading the manifest

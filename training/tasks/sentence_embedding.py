@@ -71,6 +71,8 @@ class SentenceEmbedding(TrainingTask):
             ),
             package_files={"tokenizer.json": text.save_tokenizer(self.tokenizer, self.work_dir)},
             transformer=(text.NUM_HEADS, text.HIDDEN_SIZE),
+            reference_inputs=list(sentences),
+            reference_data=f"validation ({len(sentences)} sentences)",
         )
 
 
