@@ -20,6 +20,7 @@ from local import aws, iam
 from local.clients import client
 from local.config import ACCOUNT_ID, REGION, Credentials, LocalConfig
 from local.endpoint_standin import EndpointStandIn
+from local.firehose import DELIVERY_STREAM, LocalFirehose, delivery_statements
 from local.http_front import ApiFront
 from local.lambda_runtime import FunctionKind, FunctionSpec, LocalFunction
 from local.policies import Statements, localize, synthesized_statements
@@ -75,6 +76,7 @@ class LocalStack:
         self.standin: EndpointStandIn | None = None
         self.api_function: LocalFunction | None = None
         self.batch_function: LocalFunction | None = None
+        self.firehose: LocalFirehose | None = None
         self._moto: aws.MotoServer | None = None
         self._aws_url = ""
         self._models_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -111,7 +113,12 @@ class LocalStack:
             {endpoints[name]: self.packages[name] for name in endpoints}, self.config.sagemaker_port
         )
         self.standin.start()
+        delivery_role = iam.role_credentials(
+            aws_url, DELIVERY_STREAM, delivery_statements(resources.bucket, platform.capture_prefix)
+        )
         admin, api_role, batch_role = self._identities(aws_url, resources, endpoints)
+        self.firehose = LocalFirehose(client("s3", aws_url, delivery_role), resources.bucket, platform.capture_prefix)
+        self.firehose.start()
         settings = self.function_settings(self._models_folder(), endpoints, resources.bucket)
         lambda_memory = max((self.catalog.model(n).lambda_.memory_mb for n in self.packages), default=2048)
         api_timeout = self.config.api_timeout_s or platform.api_function_timeout_s
@@ -120,10 +127,22 @@ class LocalStack:
         def function(
             kind: FunctionKind, name: str, role: Credentials, memory_mb: int, timeout_s: float
         ) -> LocalFunction:
-            """The function as its stack declares it: its own name, role, memory and timeout (also in its Settings)."""
-            own = settings.model_copy(update={"service_name": name, "function_timeout_s": timeout_s})
+            """The function as its stack declares it: its own name, role, memory and timeout (also in its Settings).
+
+            The API function captures data, and its log stream goes through the local Firehose, as in AWS."""
+            own = settings.model_copy(
+                update={"service_name": name, "function_timeout_s": timeout_s, **(capture if kind == "api" else {})}
+            )
             assert self.standin is not None
-            return LocalFunction(FunctionSpec(kind, own, aws_url, self.standin.url, role, name, memory_mb, timeout_s))
+            assert self.firehose is not None
+            spec = FunctionSpec(kind, own, aws_url, self.standin.url, role, name, memory_mb, timeout_s)
+            return LocalFunction(spec, self.firehose.log_line if kind == "api" else None)
+
+        policies = {name: self.catalog.model(name).monitoring for name in self.packages}
+        capture = {
+            "capture_rates": {name: policy.capture_rate for name, policy in policies.items()},
+            "capture_inputs": [name for name, policy in policies.items() if policy.capture_inputs],
+        }
 
         self.api_function = function("api", API_FUNCTION_NAME, api_role, lambda_memory, api_timeout)
         self.batch_function = function(
@@ -207,6 +226,9 @@ class LocalStack:
         for function in (self.api_function, self.batch_function):
             if function is not None:
                 function.stop()
+        if self.firehose is not None:
+            self.firehose.stop()  # delivers what it still buffers, before moto goes
+            self.firehose = None
         if self.standin is not None:
             self.standin.stop()
             self.standin = None

@@ -74,9 +74,11 @@ def check_drift(
         )
     own = [record for record in records if record.get("version") == version]
     if not own:
-        raise DriftCheckError(f"no capture records of {model} {version} from {utc_timestamp(since)} to {utc_timestamp(until)}")
+        window = f"from {utc_timestamp(since)} to {utc_timestamp(until)}"
+        raise DriftCheckError(f"no capture records of {model} {version} {window}")
     features = {}
     for name, histogram in reference.features.items():
         production = production_proportions(histogram, feature_values(own, name))
-        features[name] = FeatureDrift(psi(histogram.proportions, production), threshold, histogram.proportions, production)
+        expected = histogram.proportions
+        features[name] = FeatureDrift(psi(expected, production), threshold, expected, production)
     return DriftResult(model, version, since, until, len(own), features)

@@ -73,7 +73,7 @@ def _categorical_proportions(values: Sequence[str], categories: Sequence[str]) -
     counts = np.zeros(len(categories) + 1)  # the last bin: a value the reference never produced
     for value in values:
         counts[index.get(value, len(categories))] += 1
-    return (counts[:-1] / max(len(values), 1)).tolist() + [counts[-1] / max(len(values), 1)]
+    return (counts / max(len(values), 1)).tolist()
 
 
 def production_proportions(reference: Histogram, values: Sequence[Any]) -> list[float]:

@@ -40,7 +40,9 @@ def profile_package(path: Path, manifest: Manifest, instances: Sequence[Any], da
     return reference_of(records, manifest.labels, data)
 
 
-def reference_of(records: Sequence[tuple[dict[str, float], dict[str, Any]]], labels: Sequence[str], data: str) -> Reference:
+def reference_of(
+    records: Sequence[tuple[dict[str, float], dict[str, Any]]], labels: Sequence[str], data: str
+) -> Reference:
     """Decile histograms of each numeric feature and prediction score; the label's share of each class."""
     if not records:
         raise ValueError("a reference needs at least one instance")

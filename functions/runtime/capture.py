@@ -35,7 +35,8 @@ def capture_records(
 ) -> list[tuple[dict[str, float], dict[str, Any]]]:
     """(features, prediction) per instance: what a capture record holds, and what a reference profile counts."""
     columns = processor.input_features(prepared)
-    rows = [dict(zip(columns, values, strict=True)) for values in zip(*(c.tolist() for c in columns.values()))]
+    names, values = list(columns), [column.tolist() for column in columns.values()]
+    rows = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
     return list(zip(rows, processor.prediction_features(outputs, prepared.batch_size), strict=True))
 
 

@@ -45,7 +45,8 @@ VARIABLES: dict[str, str] = {
     "capture_prefix": "CAPTURE_PREFIX",
 }
 JSON_FIELDS = frozenset(
-    {"sagemaker_endpoints", "sagemaker_max_batch", "max_instances", "capture_rates", "capture_inputs", "drift_thresholds"}
+    {"sagemaker_endpoints", "sagemaker_max_batch", "max_instances"}
+    | {"capture_rates", "capture_inputs", "drift_thresholds"}
 )
 DEFAULT_DRIFT_THRESHOLD = 0.2
 
