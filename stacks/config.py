@@ -70,15 +70,7 @@ class AppConfig:
         its Triton batch limit when the model runs there, and the batch wiring for a scorer.
 
         Only API functions capture data: their log group is the one the capture path subscribes to."""
-        monitoring = entry.monitoring
-        capture = (
-            {}
-            if batch
-            else {
-                "capture_rates": {entry.name: monitoring.capture_rate},
-                "capture_inputs": [entry.name] if monitoring.capture_inputs else [],
-            }
-        )
+        monitoring, api = entry.monitoring, not batch
         return Settings(
             models_dir=Path(IMAGE_MODELS_DIR),
             sagemaker_endpoints={entry.name: endpoint_name} if endpoint_name else {},
@@ -87,7 +79,8 @@ class AppConfig:
             function_timeout_s=timeout_s,
             service_name=SERVICE_NAME,
             metrics_namespace=self.metrics_namespace,
-            **capture,
+            capture_rates={entry.name: monitoring.capture_rate} if api else {},
+            capture_inputs=[entry.name] if api and monitoring.capture_inputs else [],
             **batch,
         )
 

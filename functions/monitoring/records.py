@@ -27,7 +27,7 @@ def read_capture(
     s3: Any, bucket: str, prefix: str, model: str, since: datetime, until: datetime
 ) -> list[dict[str, Any]]:
     """Every capture record of `model` whose time lies in [since, until] (aware datetimes, UTC)."""
-    records = []
+    records: list[dict[str, Any]] = []
     paginator = s3.get_paginator("list_objects_v2")
     for day_prefix in capture_prefixes(prefix, model, since, until):
         for page in paginator.paginate(Bucket=bucket, Prefix=day_prefix):
