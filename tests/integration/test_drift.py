@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 from sklearn.datasets import load_digits
 
 from catalog import load_catalog
@@ -129,6 +130,13 @@ def test_records_land_in_the_bucket_by_model_and_day(stack: LocalStack, s3: Any,
     keys = [item["Key"] for item in listing["Contents"]]
     assert keys
     assert all(key.startswith(f"{PREFIX}digits/{datetime.now(UTC):%Y-%m-%d}/") for key in keys)
+
+
+def test_the_delivery_role_writes_only_under_the_capture_prefix(stack: LocalStack) -> None:
+    assert stack.info is not None
+    assert stack.firehose is not None
+    with pytest.raises(ClientError, match="AccessDenied"):
+        stack.firehose.s3.put_object(Bucket=stack.info.resources.bucket, Key="batch/input/digits/x.jsonl", Body=b"{}")
 
 
 def test_test_split_digits_do_not_drift_and_inverted_digits_do(
