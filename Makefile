@@ -47,7 +47,7 @@ test: setup ## run the whole test suite
 lint: $(VENV)/.installed ## ruff lint + format check, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy catalog.py functions local registry stacks training bench app.py
+	$(VENV)/bin/mypy catalog.py functions local registry monitoring stacks training bench app.py
 
 synth: setup models ## cdk synth into cdk.out/ (deploy gate, cdk-nag) and cfn-lint every template
 	npx cdk synth --quiet

@@ -57,6 +57,8 @@ class Platform(_Strict):
     def _output_outside_input(self) -> Platform:
         if self.batch_output_prefix.startswith(self.batch_input_prefix):
             raise ValueError("batch_output_prefix must not be under batch_input_prefix (it would re-trigger the batch)")
+        if self.capture_prefix.startswith(self.batch_input_prefix):
+            raise ValueError("capture_prefix must not be under batch_input_prefix (captured records would be scored)")
         return self
 
 
@@ -97,6 +99,14 @@ class PromotionPolicy(_Strict):
     tolerance_points: Annotated[float, Field(ge=0)] = 0.5  # percentage points of the metric (0.5 = 0.005)
 
 
+class MonitoringPolicy(_Strict):
+    """Data capture and drift: what share of requests is recorded, whether raw inputs are, and when PSI is drift."""
+
+    capture_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    capture_inputs: bool = False  # raw inputs (texts, pixels) in the records: opt in only where that is allowed
+    drift_threshold: Annotated[float, Field(gt=0.0)] = 0.2  # PSI above it is drift (0.1-0.2 moderate, > 0.2 major)
+
+
 class ModelEntry(_Strict):
     name: str
     task: Task
@@ -112,6 +122,7 @@ class ModelEntry(_Strict):
     training: TrainingPlacement = Field(default_factory=TrainingPlacement)
     canary: Canary = Field(default_factory=Canary)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+    monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy)
 
     @model_validator(mode="after")
     def _labels_match_task(self) -> ModelEntry:

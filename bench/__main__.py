@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.measurements import (
     batch_throughput,
+    capture,
     cold_start,
     embeddings,
     graph_export,
@@ -57,6 +58,8 @@ def measure_all(settings: Settings, packages: PackageSet) -> Run:
     run.add(roofline.measure(run, contenders, variants, peak))
     log("item 8: embeddings vs sentence-transformers")
     run.add(embeddings.measure(run, contenders.handler))
+    log("item 10: data capture overhead, batch 1")
+    run.add(capture.measure(run))
     log("placement latencies (batch 1, every model, 2 threads then 1)")
     latencies = placement.handler_latencies(run, contenders.handler)
     checkpoint = contenders.checkpoint

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
@@ -68,8 +71,15 @@ def build_handler(spec: FunctionSpec) -> Any:
     return create_batch_handler(spec.settings, models, client("s3", spec.aws_url, spec.credentials)).lambda_handler
 
 
-def serve_invocations(spec: FunctionSpec, connection: Connection) -> None:
-    """The function process: build the handler once (init), then answer invocations until told to stop."""
+def serve_invocations(spec: FunctionSpec, connection: Connection, stdout: Connection | None = None) -> None:
+    """The function process: build the handler once (init), then answer invocations until told to stop.
+
+    With `stdout`, the process's standard output goes into that pipe, line by line, as Lambda's goes to its logs.
+    """
+    if stdout is not None:
+        os.dup2(stdout.fileno(), sys.stdout.fileno())
+        stdout.close()
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         handler = build_handler(spec)
@@ -89,8 +99,10 @@ def serve_invocations(spec: FunctionSpec, connection: Connection) -> None:
 class LocalFunction:
     """One warm execution environment: invocations run one at a time, and one past its timeout is killed."""
 
-    def __init__(self, spec: FunctionSpec) -> None:
+    def __init__(self, spec: FunctionSpec, log_line: Callable[[str], None] | None = None) -> None:
+        """`log_line` receives each line the function prints (its log stream); None: it prints to this terminal."""
         self.spec = spec
+        self.log_line = log_line
         self.invocations = 0
         self.timeouts = 0
         self._lock = threading.Lock()
@@ -119,11 +131,15 @@ class LocalFunction:
     def _start(self) -> None:
         context = multiprocessing.get_context("spawn")  # no fork: the parent runs threads and onnxruntime pools
         parent, child = context.Pipe()
+        logs, stdout = context.Pipe(duplex=False) if self.log_line else (None, None)
         process = context.Process(
-            target=serve_invocations, args=(self.spec, child), name=self.spec.function_name, daemon=True
+            target=serve_invocations, args=(self.spec, child, stdout), name=self.spec.function_name, daemon=True
         )
         process.start()
         child.close()
+        if logs is not None and stdout is not None:
+            stdout.close()
+            self._follow_logs(logs)
         try:
             if not parent.poll(INIT_TIMEOUT_S):
                 process.kill()
@@ -136,6 +152,19 @@ class LocalFunction:
             process.join(5)
             raise FunctionError(f"{self.function_name}: init failed: {detail}")
         self._process, self._connection = process, parent
+
+    def _follow_logs(self, logs: Connection) -> None:
+        """Hand each line of the process's stdout (the raw bytes of the pipe) to `log_line`, until the process ends."""
+        assert self.log_line is not None
+        sink, descriptor = self.log_line, os.dup(logs.fileno())
+        logs.close()
+
+        def follow() -> None:
+            with open(descriptor, encoding="utf-8", errors="replace") as stream:
+                for line in stream:
+                    sink(line)
+
+        threading.Thread(target=follow, name=f"{self.function_name}-logs", daemon=True).start()
 
     def invoke(self, event: dict[str, Any]) -> Any:
         """Run one invocation; raises FunctionError (unhandled error) or FunctionTimeoutError (stopped at timeout)."""

@@ -23,6 +23,7 @@ from local import aws, iam
 from local.clients import client
 from local.config import ACCOUNT_ID, BOOTSTRAP, REGION, Credentials, LocalConfig
 from local.endpoint_standin import EndpointStandIn
+from local.firehose import DELIVERY_STREAM, LocalFirehose, delivery_statements
 from local.http_front import ApiFront
 from local.lambda_runtime import FunctionAlias, FunctionKind, FunctionSpec, LocalFunction
 from local.policies import Statements, localize, synthesized_statements
@@ -96,6 +97,7 @@ class LocalStack:
         self.deployments: list[Deployment] = []
         self._api_alias: FunctionAlias | None = None
         self._batch_alias: FunctionAlias | None = None
+        self.firehose: LocalFirehose | None = None
         self._moto: aws.MotoServer | None = None
         self._aws_url = ""
         self._bucket = ""
@@ -140,7 +142,12 @@ class LocalStack:
             {endpoints[name]: self.packages[name] for name in endpoints}, self.config.sagemaker_port
         )
         self.standin.start()
+        delivery_role = iam.role_credentials(
+            aws_url, DELIVERY_STREAM, delivery_statements(resources.bucket, platform.capture_prefix)
+        )
         admin, self._api_role, self._batch_role = self._identities(aws_url, resources, endpoints)
+        self.firehose = LocalFirehose(client("s3", aws_url, delivery_role), resources.bucket, platform.capture_prefix)
+        self.firehose.start()
         self._bucket = resources.bucket
         self._api_alias = FunctionAlias(self._function("api", self.packages))
         self._batch_alias = FunctionAlias(self._function("batch", self.packages))
@@ -173,9 +180,11 @@ class LocalStack:
 
     def _function(self, kind: FunctionKind, packages: dict[str, Path]) -> LocalFunction:
         """A started function version as its stack declares it: its own name, role, memory and timeout (also in its
-        Settings), serving `packages`."""
+        Settings), serving `packages`. The API function captures data, and its log stream goes through the local
+        Firehose, as in AWS."""
         platform = self.catalog.platform
         assert self.standin is not None
+        assert self.firehose is not None
         settings = self.function_settings(self._models_folder(packages), self._endpoints, self._bucket)
         if kind == "api":
             name, role, timeout = (
@@ -187,10 +196,20 @@ class LocalStack:
         else:
             name, role, timeout = BATCH_FUNCTION_NAME, self._batch_role, self.config.batch_function_timeout_s(platform)
             memory = platform.batch_function_memory_mb
-        own = settings.model_copy(update={"service_name": name, "function_timeout_s": timeout})
-        function = LocalFunction(FunctionSpec(kind, own, self._aws_url, self.standin.url, role, name, memory, timeout))
+        capture = self._capture(packages) if kind == "api" else {}
+        own = settings.model_copy(update={"service_name": name, "function_timeout_s": timeout, **capture})
+        spec = FunctionSpec(kind, own, self._aws_url, self.standin.url, role, name, memory, timeout)
+        function = LocalFunction(spec, self.firehose.log_line if kind == "api" else None)
         function.start()
         return function
+
+    def _capture(self, packages: dict[str, Path]) -> dict[str, object]:
+        """The catalog's data capture for the API function's Settings (`[models.<name>.monitoring]`)."""
+        policies = {name: self.catalog.model(name).monitoring for name in packages}
+        return {
+            "capture_rates": {name: policy.capture_rate for name, policy in policies.items()},
+            "capture_inputs": [name for name, policy in policies.items() if policy.capture_inputs],
+        }
 
     def served_packages(self) -> dict[str, Path]:
         """What the version lock says to serve now (models the lock does not name keep their package)."""
@@ -303,6 +322,9 @@ class LocalStack:
         for alias in (self._api_alias, self._batch_alias):
             if alias is not None:
                 alias.stop()
+        if self.firehose is not None:
+            self.firehose.stop()  # delivers what it still buffers, before moto goes
+            self.firehose = None
         if self.standin is not None:
             self.standin.stop()
             self.standin = None

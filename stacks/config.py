@@ -71,7 +71,10 @@ class AppConfig:
     ) -> Settings:
         """What one model's function reads from its environment (`to_environment` writes it): the catalog's limits,
         its own timeout (endpoint calls are sized to end before it), the image's package folder, the GPU endpoint and
-        its Triton batch limit when the model runs there, and the batch wiring for a scorer."""
+        its Triton batch limit when the model runs there, and the batch wiring for a scorer.
+
+        Only API functions capture data: their log group is the one the capture path subscribes to."""
+        monitoring, api = entry.monitoring, not batch
         return Settings(
             models_dir=Path(IMAGE_MODELS_DIR),
             sagemaker_endpoints={entry.name: endpoint_name} if endpoint_name else {},
@@ -80,6 +83,8 @@ class AppConfig:
             function_timeout_s=timeout_s,
             service_name=SERVICE_NAME,
             metrics_namespace=self.metrics_namespace,
+            capture_rates={entry.name: monitoring.capture_rate} if api else {},
+            capture_inputs=[entry.name] if api and monitoring.capture_inputs else [],
             **batch,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,3 +74,6 @@ class ExportSpec:
     transformer: tuple[int, int] | None = None  # (num_heads, hidden_size) for the ORT transformer optimizer
     manifest: TaskManifest | None = None  # needed to package; a graph exported only to measure it has none
     int8_recipe: QuantizationRecipe = DEFAULT_RECIPE
+    # training/validation instances as the API takes them (texts, raw pixels): profiled into the drift reference
+    reference_inputs: list[Any] = field(default_factory=list)
+    reference_data: str = ""  # which data those are, for people reading the manifest

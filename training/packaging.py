@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from functions.monitoring.reference import profile_package
 from functions.runtime.package import GRAPH_FILE, GraphSpec, Manifest, write_package
 from training.export import OPSET, ExportError, OptimizationReport, export_onnx, graph_io, optimize_graph
 from training.export_spec import ExportSpec
@@ -151,6 +152,10 @@ def build_package(
             source=source,
             versions=library_versions(),
         )
+        if spec.reference_inputs:
+            with build.timed("monitoring_reference"):
+                reference = profile_package(staging, manifest, spec.reference_inputs, spec.reference_data)
+            manifest = manifest.model_copy(update={"monitoring_reference": reference})
         if triton_max_batch_size is not None:
             from training.triton_repository import write_triton_repository
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from functions.runtime.backends import InferenceBackend, OnnxBackend
+from functions.runtime.capture import Capture
 from functions.runtime.endpoint import SageMakerBackend, chunk_workers, endpoint_client_config
 from functions.runtime.errors import BackendError, UnknownModelError
 from functions.runtime.package import (
@@ -26,7 +27,7 @@ from functions.runtime.package import (
 )
 from functions.runtime.session import create_session
 from functions.runtime.settings import Settings
-from functions.runtime.tasks import TaskProcessor, processor_for
+from functions.runtime.tasks import Prepared, TaskProcessor, processor_for
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class ServedModel:
         self.processor = processor
         self.backend = backend
         self.warmed = False
+        self.capture: Capture | None = None  # set once warm: warm-up and readiness probes are not traffic
         self._remote_ready = False
         self._remote_ready_until = 0.0  # monotonic() when the remote answer goes stale
 
@@ -92,7 +94,7 @@ class ServedModel:
             return self.warmed
         if monotonic() >= self._remote_ready_until:
             try:
-                self.infer(self.processor.example_batch())
+                self.score(self.processor.example_batch())
             except BackendError as error:
                 logger.warning("model %s: endpoint not ready: %s", self.name, error)
                 self._remote_answered(ready=False)
@@ -108,12 +110,19 @@ class ServedModel:
     def check_instance(self, value: Any) -> Any:
         return self.processor.check_instance(value)
 
-    def infer(self, batch: Any) -> Inference:
-        """Score a checked batch; raises BackendError when the graph's runner fails."""
+    def score(self, batch: Any) -> tuple[Prepared, dict[str, np.ndarray]]:
+        """preprocess -> backend -> postprocess and nothing else; raises BackendError when the graph's runner fails."""
         prepared = self.processor.prepare(batch)
         outputs = self.processor.finish(self.backend.run(prepared.feeds))
         if self.backend.remote:
             self._remote_answered(ready=True)
+        return prepared, outputs
+
+    def infer(self, batch: Any) -> Inference:
+        """Score a checked batch of a caller's (offered to data capture, which samples it or not)."""
+        prepared, outputs = self.score(batch)
+        if self.capture is not None:
+            self.capture.offer(batch, prepared, outputs)
         return Inference(outputs=outputs, batch_size=prepared.batch_size, truncated=prepared.truncated)
 
     def predict(self, batch: Any) -> dict[str, np.ndarray]:
@@ -127,7 +136,7 @@ class ServedModel:
 
     def warm_up(self) -> None:
         """One real run at init, so the first request does not pay for lazy allocations."""
-        self.infer(self.processor.example_batch())
+        self.score(self.processor.example_batch())
         self.warmed = True
 
 
@@ -152,6 +161,7 @@ def load_model(package: ModelPackage, settings: Settings, sagemaker_client: Any 
         session = create_session(package.graph_path, settings.intra_op_threads)
         model = ServedModel(package, processor, OnnxBackend(session, processor.graph_output_names))
         model.warm_up()
+        model.capture = capture_for(package, processor, settings)
         return model
     max_batch = settings.sagemaker_max_batch.get(package.name)
     largest = max(settings.max_instances_for(package.name), settings.batch_rows_per_inference)
@@ -164,7 +174,17 @@ def load_model(package: ModelPackage, settings: Settings, sagemaker_client: Any 
     backend = SageMakerBackend(
         sagemaker_client, endpoint, processor.graph_output_names, max_batch=max_batch, workers=workers
     )
-    return ServedModel(package, processor, backend)
+    model = ServedModel(package, processor, backend)
+    model.capture = capture_for(package, processor, settings)
+    return model
+
+
+def capture_for(package: ModelPackage, processor: TaskProcessor, settings: Settings) -> Capture | None:
+    """The model's data capture at its catalog rate (CAPTURE_RATES), or None where the rate is 0 or unset."""
+    rate = settings.capture_rates.get(package.name, 0.0)
+    if rate <= 0.0:
+        return None
+    return Capture(package.name, package.version, processor, rate, package.name in settings.capture_inputs)
 
 
 def load_models(settings: Settings, sagemaker_client: Any = None) -> dict[str, ServedModel]:

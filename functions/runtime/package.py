@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from functions.monitoring.profile import Reference
 from functions.runtime.errors import ServingError, describe_validation_error
 from functions.runtime.task_registry import TASKS, Task
 
@@ -86,6 +87,7 @@ class Manifest(_Manifest):
     source: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, Any] = Field(default_factory=dict)
     created_at: str | None = None
+    monitoring_reference: Reference | None = None  # what the drift check compares production with (absent: no check)
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,18 @@ VARIABLES: dict[str, str] = {
     "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",
     "metrics_enabled": "METRICS_ENABLED",
     "log_level": "POWERTOOLS_LOG_LEVEL",
+    "capture_rates": "CAPTURE_RATES",
+    "capture_inputs": "CAPTURE_INPUTS",
+    "drift_thresholds": "DRIFT_THRESHOLDS",
+    "drift_window_hours": "DRIFT_WINDOW_HOURS",
     "monitoring_bucket": "MONITORING_BUCKET",
     "capture_prefix": "CAPTURE_PREFIX",
 }
-JSON_FIELDS = frozenset({"sagemaker_endpoints", "sagemaker_max_batch", "max_instances"})
+JSON_FIELDS = frozenset(
+    {"sagemaker_endpoints", "sagemaker_max_batch", "max_instances"}
+    | {"capture_rates", "capture_inputs", "drift_thresholds"}
+)
+DEFAULT_DRIFT_THRESHOLD = 0.2
 
 
 class SettingsError(ValueError):
@@ -75,7 +83,13 @@ class Settings(BaseModel):
     metrics_namespace: str = "ModelServing"
     metrics_enabled: bool = True  # off: EMF documents go to the debug log instead of stdout (the local stack)
     log_level: str | None = None  # None: Powertools' default (INFO, or LOG_LEVEL / AWS_LAMBDA_LOG_LEVEL)
-    # the drift check: where the capture records are
+    # data capture ([models.<name>.monitoring]): model -> share of requests recorded (absent: none), and the models
+    # whose records may carry the raw input
+    capture_rates: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict)
+    capture_inputs: list[str] = Field(default_factory=list)
+    # the drift check: model -> PSI threshold, how far back it looks, and where the capture records are
+    drift_thresholds: dict[str, Annotated[float, Field(gt=0.0)]] = Field(default_factory=dict)
+    drift_window_hours: Annotated[int, Field(ge=1)] = 24
     monitoring_bucket: str | None = None
     capture_prefix: str = "monitoring/capture/"
 
@@ -89,6 +103,9 @@ class Settings(BaseModel):
         if isinstance(self.max_instances, int):
             return self.max_instances
         return self.max_instances.get(model, DEFAULT_MAX_INSTANCES)
+
+    def drift_threshold_for(self, model: str) -> float:
+        return self.drift_thresholds.get(model, DEFAULT_DRIFT_THRESHOLD)
 
     @property
     def intra_op_threads(self) -> int:

@@ -88,6 +88,7 @@ def test_scorers_run_the_batch_handler_from_the_api_image(synthesized: Synthesiz
         assert variables["BATCH_OUTPUT_PREFIX"] == platform.batch_output_prefix
         assert variables["BATCH_ROWS_PER_INFERENCE"] == str(platform.batch_rows_per_inference)
         assert "BATCH_BUCKET" in variables
+        assert json.loads(variables["CAPTURE_RATES"]) == {}  # only the API functions capture
         settings = Settings.from_env(literal_environment(scorer))
         assert settings.function_timeout_s == scorer["Timeout"]
         entry = synthesized.config.catalog.model(name)

@@ -37,6 +37,9 @@ def test_one_image_function_per_served_model(synthesized: Synthesized) -> None:
         assert function["TracingConfig"] == {"Mode": "Active"}
         assert function["Environment"]["Variables"]["MODELS_DIR"] == "/var/task/models"
         assert json.loads(function["Environment"]["Variables"]["MAX_INSTANCES"]) == {name: entry.max_instances}
+        assert json.loads(function["Environment"]["Variables"]["CAPTURE_RATES"]) == {
+            name: entry.monitoring.capture_rate
+        }
         assert "LogGroup" in function["LoggingConfig"]
 
 

@@ -74,8 +74,12 @@ def test_to_environment_round_trips_every_field() -> None:
         sagemaker_max_batch={"embeddings": 64},
         max_response_bytes=2048,
         function_timeout_s=20.0,
+        capture_rates={"digits": 0.5},
+        capture_inputs=["digits"],
+        drift_thresholds={"digits": 0.3},
+        drift_window_hours=6,
         monitoring_bucket="monitoring-bucket",
-        capture_prefix="captured/",
+        capture_prefix="capture/",
     )
     assert all(getattr(settings, name) != field.default for name, field in Settings.model_fields.items())
     # when the stacks put them in a function's environment, then the function reads back the same settings

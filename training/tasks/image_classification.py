@@ -44,7 +44,7 @@ class ImageClassification(TrainingTask):
         return {"pixels": np.stack([image for image, _ in examples])[:, None, :, :]}
 
     def export_spec(self, model: nn.Module) -> ExportSpec:
-        validation, test = self.eval_examples("validation"), self.eval_examples("test")
+        train, validation, test = self.train_examples(), self.eval_examples("validation"), self.eval_examples("test")
         return ExportSpec(
             module=model.eval(),
             input_names=["pixels"],
@@ -63,6 +63,8 @@ class ImageClassification(TrainingTask):
                 labels=list(self.labels),
                 preprocessing=Preprocessing(image_shape=list(IMAGE_SHAPE), pixel_scale=PIXEL_SCALE),
             ),
+            reference_inputs=[image * PIXEL_SCALE for image, _ in [*train, *validation]],
+            reference_data=f"train + validation ({len(train)} + {len(validation)} images)",
         )
 
 

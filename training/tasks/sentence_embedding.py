@@ -77,6 +77,8 @@ class SentenceEmbedding(TrainingTask):
             package_files={"tokenizer.json": text.save_tokenizer(self.tokenizer, self.work_dir)},
             transformer=(text.NUM_HEADS, text.HIDDEN_SIZE),
             int8_recipe=INT8_RECIPE,
+            reference_inputs=list(sentences),
+            reference_data=f"validation ({len(sentences)} sentences)",
         )
 
 

@@ -68,7 +68,7 @@ class TextClassification(TrainingTask):
 
     def export_spec(self, model: nn.Module) -> ExportSpec:
         max_length = self.hyperparameters.max_length
-        validation, test = self.eval_examples("validation"), self.eval_examples("test")
+        train, validation, test = self.train_examples(), self.eval_examples("validation"), self.eval_examples("test")
         validation_texts = [sentence for sentence, _ in validation]
         return ExportSpec(
             module=model.eval(),
@@ -90,6 +90,8 @@ class TextClassification(TrainingTask):
             ),
             package_files={"tokenizer.json": text.save_tokenizer(self.tokenizer, self.work_dir)},
             transformer=(text.NUM_HEADS, text.HIDDEN_SIZE),
+            reference_inputs=[sentence for sentence, _ in [*train, *validation]],
+            reference_data=f"train + validation ({len(train)} + {len(validation)} texts)",
         )
 
 

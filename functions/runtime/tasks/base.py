@@ -70,6 +70,14 @@ class TaskProcessor(ABC):
     def example_batch(self) -> Any:
         """A small real batch for the warm-up run at init."""
 
+    @abstractmethod
+    def input_features(self, prepared: Prepared) -> dict[str, np.ndarray]:
+        """Per instance, the input statistics data capture records and the drift check compares (one array each)."""
+
+    def prediction_features(self, outputs: Mapping[str, np.ndarray], batch_size: int) -> list[dict[str, Any]]:
+        """Per instance, what the drift check compares of the answer (nothing, unless the task says)."""
+        return [{} for _ in range(batch_size)]
+
     def unwrap(self, value: Any) -> Any:
         """An instance may come as the bare value or as {input_name: value}."""
         if isinstance(value, dict) and set(value) == {self.input_name}:
@@ -90,6 +98,11 @@ class Classifier(TaskProcessor):
     def finish(self, graph_outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         probabilities = softmax(np.asarray(graph_outputs[self.graph_output_names[0]], dtype=np.float32))
         return {"label": self.labels[probabilities.argmax(axis=-1)], "probabilities": probabilities}
+
+    def prediction_features(self, outputs: Mapping[str, np.ndarray], batch_size: int) -> list[dict[str, Any]]:
+        """The label and its probability: a shift in either is what drifting inputs do to a classifier."""
+        scores = outputs["probabilities"].max(axis=-1).tolist()
+        return [{"label": str(label), "score": score} for label, score in zip(outputs["label"], scores, strict=True)]
 
     def predictions(self, outputs: Mapping[str, np.ndarray]) -> list[Any]:
         rows = outputs["probabilities"].tolist()

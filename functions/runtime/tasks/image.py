@@ -66,5 +66,10 @@ class ImageClassification(Classifier):
         feed = (batch * self.scale).reshape((batch.shape[0], 1, *self.image_shape))
         return Prepared(feeds={self.graph_input_names[0]: feed}, batch_size=batch.shape[0])
 
+    def input_features(self, prepared: Prepared) -> dict[str, np.ndarray]:
+        """Mean and spread of each image's pixels, in the caller's units (0..pixel_scale)."""
+        pixels = prepared.feeds[self.graph_input_names[0]].reshape(prepared.batch_size, -1) * self.pixel_scale
+        return {"pixel_mean": pixels.mean(axis=1), "pixel_std": pixels.std(axis=1)}
+
     def example_batch(self) -> np.ndarray:
         return np.zeros((2, *self.image_shape), dtype=np.float32)

@@ -116,6 +116,12 @@ class _TextTask(TaskProcessor):
         truncated = [index for index, encoding in enumerate(encodings) if encoding.overflowing or index in cut]
         return Prepared(feeds=feeds, batch_size=len(batch), truncated=truncated)
 
+    def input_features(self, prepared: Prepared) -> dict[str, np.ndarray]:
+        """Tokens kept per text (at most max_length) and whether the text was cut there."""
+        truncated = np.zeros(prepared.batch_size)
+        truncated[prepared.truncated] = 1.0
+        return {"tokens": prepared.feeds["attention_mask"].sum(axis=1), "truncated": truncated}
+
     def example_batch(self) -> list[str]:
         return ["A short warm-up sentence.", "Another one, a little longer than the first."]
 
