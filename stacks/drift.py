@@ -56,6 +56,7 @@ class DriftCheck(Construct):
                 DRIFT_TIMEOUT_S,
                 monitoring_bucket=bucket.bucket_name,
                 capture_prefix=platform.capture_prefix,
+                drift_thresholds={entry.name: entry.monitoring.drift_threshold},
             ),
             no_dead_letter_reason="run by a daily schedule: a failed check raises its errors alarm, and the next "
             "day's check reads the same records again",

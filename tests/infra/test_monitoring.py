@@ -213,6 +213,8 @@ def test_drift_check_runs_daily_from_the_models_own_image(synthesized: Synthesiz
         settings = Settings.from_env(literal_environment(function))
         assert settings.capture_prefix == platform.capture_prefix
         assert settings.metrics_namespace == synthesized.config.metrics_namespace
+        assert settings.drift_threshold_for(name) == synthesized.config.catalog.model(name).monitoring.drift_threshold
+        assert name in settings.drift_thresholds  # the catalog's threshold, not the runtime's default
         assert "MONITORING_BUCKET" in function["Environment"]["Variables"]
     assert API_HANDLER not in json.dumps([f["ImageConfig"] for _, f in functions.values()])
 
