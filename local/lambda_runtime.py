@@ -61,7 +61,8 @@ def build_handler(spec: FunctionSpec) -> Any:
         return create_api(spec.settings, models).lambda_handler
     from functions.batch.app import create_batch_handler
 
-    return create_batch_handler(spec.settings, models, client("s3", spec.aws_url, spec.credentials)).lambda_handler
+    s3, sqs = (client(service, spec.aws_url, spec.credentials) for service in ("s3", "sqs"))
+    return create_batch_handler(spec.settings, models, s3, sqs).lambda_handler
 
 
 def serve_invocations(spec: FunctionSpec, connection: Connection) -> None:
