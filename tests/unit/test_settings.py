@@ -72,6 +72,8 @@ def test_to_environment_round_trips_every_field() -> None:
         sagemaker_max_batch={"embeddings": 64},
         max_response_bytes=2048,
         function_timeout_s=20.0,
+        batch_shard_bytes=4096,
+        batch_queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/batch",
     )
     assert all(getattr(settings, name) != field.default for name, field in Settings.model_fields.items())
     # when the stacks put them in a function's environment, then the function reads back the same settings
