@@ -107,7 +107,7 @@ def test_a_big_file_fans_out_and_comes_back_whole_in_line_order(
     assert summary["shards"] == len([task for task in tasks if task["task"] == "score"]) > 3
     scoring = [entry for entry in summary["invocations"] if entry["stage"] == "score"]
     assert sum(entry["rows"] for entry in scoring) == summary["rows"] == 60
-    assert [entry["stage"] for entry in summary["invocations"]][0] == "plan"
+    assert next(entry["stage"] for entry in summary["invocations"]) == "plan"
     # and the working objects are gone; the status object says it is over
     keys = all_keys(s3)
     assert not [key for key in keys if f".runs/{summary['run_id']}/" in key]
@@ -147,7 +147,8 @@ def test_fanned_out_results_equal_one_invocation_s(
     assert errors == single_errors == []
     assert [row["id"] for row in results] == [f"r{n}" for n in range(120)]
     assert fanned["shards"] > 3
-    assert "shards" not in single and "invocations" not in single
+    assert "shards" not in single
+    assert "invocations" not in single
 
 
 def test_an_invocation_near_its_timeout_hands_the_rest_to_a_continuation(
@@ -165,7 +166,7 @@ def test_an_invocation_near_its_timeout_hands_the_rest_to_a_continuation(
     image = json.dumps([n % 17 for n in range(64)])
     put_lines(aws[0], "batch/input/digits/slow.jsonl", [f'{{"id": {n}, "pixels": {image}}}' for n in range(80)])
     # when it is scored
-    tasks = run(function, "batch/input/digits/slow.jsonl", timeout_s=1.0)
+    run(function, "batch/input/digits/slow.jsonl", timeout_s=1.0)
     # then shards were continued, no invocation came near its timeout, and every row is there once
     summary, results, errors = outputs(aws[0], "batch/output/digits/slow.jsonl.summary.json")
     assert_every_row_once(results, errors, set(range(1, 81)))
