@@ -20,6 +20,7 @@ LOCAL_VISIBILITY_TIMEOUT = "LOCAL_VISIBILITY_TIMEOUT"
 LOCAL_POLL_WAIT = "LOCAL_POLL_WAIT"
 LOCAL_API_TIMEOUT = "LOCAL_API_TIMEOUT"
 LOCAL_BATCH_TIMEOUT = "LOCAL_BATCH_TIMEOUT"
+LOCAL_BATCH_CONCURRENCY = "LOCAL_BATCH_CONCURRENCY"  # batch execution environments polling at once (CPU count)
 LOG_LEVEL = "LOG_LEVEL"
 LOCAL_PACKAGES_DIR = "LOCAL_PACKAGES_DIR"  # serve packages from elsewhere than build/models (never trains there)
 
@@ -55,6 +56,12 @@ class LocalConfig:
     log_level: str | None = None  # the functions' log level (LOG_LEVEL); None: Powertools' default
     api_timeout_s: float | None = None  # None: the platform's; tests shorten them to see Lambda stop an invocation
     batch_timeout_s: float | None = None
+    batch_concurrency: int | None = None  # None: one batch worker per CPU this process may run on
+
+    @property
+    def batch_workers(self) -> int:
+        """How many batch execution environments poll the queue at once (the mapping's concurrency, locally)."""
+        return self.batch_concurrency or len(os.sched_getaffinity(0))
 
     def queue_visibility_timeout_s(self, platform: Platform) -> int:
         """The platform's timeout unless a test or a curious user shortened it."""
@@ -85,6 +92,7 @@ class LocalConfig:
             log_level=env.get(LOG_LEVEL) or None,
             api_timeout_s=_int(env, LOCAL_API_TIMEOUT, None),
             batch_timeout_s=_int(env, LOCAL_BATCH_TIMEOUT, None),
+            batch_concurrency=_int(env, LOCAL_BATCH_CONCURRENCY, None),
         )
 
 

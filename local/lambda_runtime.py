@@ -103,6 +103,11 @@ class LocalFunction:
         return self.spec.timeout_s
 
     @property
+    def busy(self) -> bool:
+        """Whether an invocation (or a cold start) is running now."""
+        return self._lock.locked()
+
+    @property
     def pid(self) -> int | None:
         """The execution environment's process (None between a crash or timeout and the next cold start)."""
         return self._process.pid if self._process is not None else None

@@ -7,6 +7,7 @@ own; the stack never touches the process environment or imported modules.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 import urllib.request
@@ -71,10 +72,10 @@ class LocalStack:
             raise ValueError(f"packages for models the catalog does not know: {sorted(unknown)}")
         self.info: StackInfo | None = None
         self.front: ApiFront | None = None
-        self.poller: QueuePoller | None = None
+        self.pollers: list[QueuePoller] = []
         self.standin: EndpointStandIn | None = None
         self.api_function: LocalFunction | None = None
-        self.batch_function: LocalFunction | None = None
+        self.batch_functions: list[LocalFunction] = []  # one execution environment per concurrent worker
         self._moto: aws.MotoServer | None = None
         self._aws_url = ""
         self._models_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -117,31 +118,52 @@ class LocalStack:
         api_timeout = self.config.api_timeout_s or platform.api_function_timeout_s
         batch_timeout = self.config.batch_function_timeout_s(platform)
 
+        workers = self.config.batch_workers
+
         def function(
-            kind: FunctionKind, name: str, role: Credentials, memory_mb: int, timeout_s: float
+            kind: FunctionKind, name: str, role: Credentials, memory_mb: int, timeout_s: float, **update: object
         ) -> LocalFunction:
             """The function as its stack declares it: its own name, role, memory and timeout (also in its Settings)."""
-            own = settings.model_copy(update={"service_name": name, "function_timeout_s": timeout_s})
+            own = settings.model_copy(update={"service_name": name, "function_timeout_s": timeout_s, **update})
             assert self.standin is not None
             return LocalFunction(FunctionSpec(kind, own, aws_url, self.standin.url, role, name, memory_mb, timeout_s))
 
         self.api_function = function("api", API_FUNCTION_NAME, api_role, lambda_memory, api_timeout)
-        self.batch_function = function(
-            "batch", BATCH_FUNCTION_NAME, batch_role, platform.batch_function_memory_mb, batch_timeout
-        )
+        # each worker is an execution environment of its own, sharing the CPUs as concurrent sandboxes share hosts
+        batch_settings = {
+            "batch_queue_url": resources.queue_url,
+            "batch_shard_bytes": platform.batch_shard_bytes,
+            "ort_threads": settings.ort_threads or max(1, len(os.sched_getaffinity(0)) // workers),
+        }
+        self.batch_functions = [
+            function(
+                "batch",
+                BATCH_FUNCTION_NAME,
+                batch_role,
+                platform.batch_function_memory_mb,
+                batch_timeout,
+                **batch_settings,
+            )
+            for _ in range(workers)
+        ]
         self.api_function.start()
-        self.batch_function.start()
+        for batch_function in self.batch_functions:
+            batch_function.start()
         self.front = ApiFront(self.api_function, self.config.api_port, route_keys=route_keys(self.packages))
         self.front.start()
-        self.poller = QueuePoller(
-            client("sqs", aws_url, batch_role),  # the event source mapping polls with the function's role
-            queue_url=resources.queue_url,
-            queue_arn=resources.queue_arn,
-            function=self.batch_function,
-            batch_size=platform.queue_batch_size,
-            wait_s=self.config.poll_wait_s,
-        )
-        self.poller.start()
+        self.pollers = [
+            QueuePoller(
+                client("sqs", aws_url, batch_role),  # the event source mapping polls with the function's role
+                queue_url=resources.queue_url,
+                queue_arn=resources.queue_arn,
+                function=batch_function,
+                batch_size=platform.queue_batch_size,
+                wait_s=self.config.poll_wait_s,
+            )
+            for batch_function in self.batch_functions
+        ]
+        for poller in self.pollers:
+            poller.start()
         self.info = StackInfo(self.front.url, aws_url, self.standin.url, resources, prefixes, endpoints, admin)
         self.wait_ready()
         return self.info
@@ -198,13 +220,13 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop in reverse order; safe to call twice and after a failed start."""
-        if self.poller is not None:
-            self.poller.stop()
-            self.poller = None
+        for poller in self.pollers:
+            poller.stop()
+        self.pollers = []
         if self.front is not None:
             self.front.stop()
             self.front = None
-        for function in (self.api_function, self.batch_function):
+        for function in (self.api_function, *self.batch_functions):
             if function is not None:
                 function.stop()
         if self.standin is not None:
