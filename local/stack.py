@@ -7,7 +7,6 @@ own; the stack never touches the process environment or imported modules.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 import urllib.request
@@ -133,7 +132,7 @@ class LocalStack:
         batch_settings = {
             "batch_queue_url": resources.queue_url,
             "batch_shard_bytes": platform.batch_shard_bytes,
-            "ort_threads": settings.ort_threads or max(1, len(os.sched_getaffinity(0)) // workers),
+            "ort_threads": self.config.batch_worker_threads,
         }
         self.batch_functions = [
             function(
