@@ -28,7 +28,12 @@ from functions.runtime.settings import Settings
 from functions.runtime.telemetry import function_telemetry
 
 Handler = Callable[[dict[str, Any], Any], PartialItemFailureResponse]
-SKIP_METRICS = {"duplicate": "DuplicatesSkipped", "superseded": "SupersededSkipped", "planned": "FilesInProgress"}
+SKIP_METRICS = {
+    "duplicate": "DuplicatesSkipped",
+    "superseded": "SupersededSkipped",
+    "planned": "FilesFannedOut",
+    "running": "ShardTasksDone",
+}
 
 
 @dataclass(frozen=True)

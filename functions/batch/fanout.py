@@ -185,8 +185,8 @@ class FanOut:
         started = time.monotonic()
         if _exists(s3, job.bucket, job.key("planned.json")):
             logger.info("%s is planned already", job.input.key)
-            self.progress(s3, job)
-            return Outcome("planned")
+            outcome = self.progress(s3, job)  # a redelivered planner whose run may be ready to assemble
+            return outcome if outcome.status != "running" else Outcome("planned")
         resume = Boundary(task.start, task.line) if task is not None else None
         chunks = body.iter_chunks(READ_CHUNK)
         csv_rows = None
@@ -247,8 +247,8 @@ class FanOut:
         _put_json(s3, job.bucket, job.key("planned.json"), {"shards": shard, "first": job.first, "end": job.size})
         self._record_planning(s3, job, resume or Boundary(0, 1), job.size, started)
         logger.info("planned %s in %d shards", job.input.key, shard)
-        self.progress(s3, job)
-        return Outcome("planned")
+        outcome = self.progress(s3, job)  # every shard may have finished already
+        return outcome if outcome.status != "running" else Outcome("planned")
 
     def _record(self, s3: Any, job: Job, first: int, csv_rows: CsvRows | None) -> Job:
         """Write the job record once its first row (and so its CSV header) is known; a concurrent planner's wins."""
@@ -376,7 +376,7 @@ class FanOut:
         }
         _write_status(s3, job, status)
         if planned is None or not _covered(parts, planned["first"], planned["end"]):
-            return Outcome("planned")
+            return Outcome("running")
         return self.assemble(s3, job, planned["shards"])
 
     def assemble(self, s3: Any, job: Job, shards: int) -> Outcome:
@@ -392,7 +392,7 @@ class FanOut:
             )
         except RunInProgressError:
             logger.info("another invocation assembles %s", job.input.key)
-            return Outcome("planned")
+            return Outcome("running")
         target = job.target
         starts = sorted(int(key.rsplit("/", 1)[1].split("-", 1)[0]) for key in _list(s3, job.bucket, job.key("done/")))
         with ThreadPoolExecutor(PARALLEL_READS) as pool:

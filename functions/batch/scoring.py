@@ -54,9 +54,10 @@ class Counts:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one notification came to: scored, failed for good (a "failed" summary), or skipped (and why)."""
+    """What one message came to: scored, failed for good (a "failed" summary), skipped (and why), or for a big file
+    planned (shard tasks sent) or still running (a part committed, others to come)."""
 
-    status: Literal["scored", "failed", "duplicate", "superseded", "planned"]
+    status: Literal["scored", "failed", "duplicate", "superseded", "planned", "running"]
     summary: Summary | None = None
 
 
