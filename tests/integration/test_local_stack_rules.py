@@ -38,9 +38,10 @@ from tests.integration.stack_client import (
 CATALOG = load_catalog()
 
 
-def local_config(bucket: str, timeout_s: int = 3) -> LocalConfig:
+def local_config(bucket: str, timeout_s: int = 3, workers: int | None = None) -> LocalConfig:
     """Free ports, and a batch timeout and visibility timeout short enough for redeliveries within a test."""
     return LocalConfig(
+        batch_concurrency=workers,
         api_port=0,
         aws_port=0,
         sagemaker_port=0,
@@ -147,10 +148,11 @@ def test_a_grant_taken_from_the_batch_role_fails_every_file(packages: dict[str, 
 
 
 def test_an_invocation_past_its_timeout_is_stopped_and_its_message_returns(packages: dict[str, Path]) -> None:
-    # given a batch function with a 1 s timeout and a file that needs longer, in one invocation (no fan-out)
+    # given one batch worker with a 1 s timeout and a file that needs longer, in one invocation (no fan-out)
     one_shard = CATALOG.platform.model_copy(update={"batch_shard_bytes": 2**40})
     catalog = CATALOG.model_copy(update={"platform": one_shard})
-    with LocalStack(local_config("model-serving-rules-timeout", timeout_s=1), packages, catalog) as short:
+    config = local_config("model-serving-rules-timeout", timeout_s=1, workers=1)
+    with LocalStack(config, packages, catalog) as short:
         assert short.info is not None
         admin_s3 = client("s3", short.info.aws_url, short.info.admin)
         bucket = short.info.resources.bucket
