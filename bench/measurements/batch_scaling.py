@@ -32,6 +32,11 @@ def measure(run: Run) -> list[Measurement]:
             ratio=two["rows_per_s"] / one["rows_per_s"],
             ratio_means="rows/s with 2 workers / rows/s with 1 (one pass each; ms/row columns)",
             target=Target(">=", 1.6),
-            detail={"one_worker": one, "two_workers": two},
+            detail={
+                "one_worker": one,
+                "two_workers": two,
+                # contention-proof: the work per row must not grow with workers (then rows/s scales with free cores)
+                "cpu_per_row_ratio": two["workers_cpu_ms_per_row"] / one["workers_cpu_ms_per_row"],
+            },
         )
     ]

@@ -9,6 +9,7 @@ rows lost and duplicated, the longest invocation as a share of the timeout, and 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import tempfile
@@ -61,6 +62,12 @@ def write_file(model: str, rows: int, folder: Path) -> Path:
     return path
 
 
+def cpu_s(pid: int) -> float:
+    """A process's user + system CPU seconds so far (what it consumed, whatever else shares the machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def count_lines(s3: Any, bucket: str, keys: list[str], rows: int) -> tuple[int, int]:
     """(lost, duplicated) input lines across the outputs, streamed (a 1 GB file's results never sit in memory)."""
     seen = bytearray(rows + 1)
@@ -104,8 +111,9 @@ def through_local_stack(
             bucket = stack.info.resources.bucket
             key = f"{platform.batch_input_prefix}{model}/bench-{rows}.jsonl"
             summary_key = f"{platform.batch_output_prefix}{model}/bench-{rows}.jsonl.summary.json"
-            pids = [function.pid for function in stack.batch_functions]
-            peaks = [samplers.enter_context(RssSampler(pid)) for pid in pids if pid is not None]
+            pids = [function.pid for function in stack.batch_functions if function.pid is not None]
+            peaks = [samplers.enter_context(RssSampler(pid)) for pid in pids]
+            cpu_before = [cpu_s(pid) for pid in pids]
             started = time.perf_counter()
             s3.upload_file(str(path), bucket, key)
             deadline = time.monotonic() + SUMMARY_TIMEOUT_S
@@ -118,6 +126,7 @@ def through_local_stack(
                         raise TimeoutError(f"no summary for {key} within {SUMMARY_TIMEOUT_S:.0f} s") from None
                     time.sleep(0.5)
             elapsed = time.perf_counter() - started
+            workers_cpu_s = sum(cpu_s(pid) for pid in pids) - sum(cpu_before)  # a restarted worker's is lost
             timeouts = sum(function.timeouts for function in stack.batch_functions)
             samplers.close()
             outputs = summary["outputs"]
@@ -142,6 +151,8 @@ def through_local_stack(
         "timeouts": timeouts,
         "elapsed_s": round(elapsed, 2),
         "rows_per_s": round(rows / elapsed, 1),
+        "workers_cpu_ms_per_row": round(1000 * workers_cpu_s / rows, 3),
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "longest_invocation_s": longest,
         "longest_invocation_pct_of_timeout": round(100 * longest / timeout_s, 1),
         "peak_rss_per_worker_mb": [round(sampler.peak_mb, 1) for sampler in peaks],
