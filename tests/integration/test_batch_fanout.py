@@ -18,6 +18,7 @@ from moto import mock_aws
 
 from functions.batch.app import BatchFunction, create_batch_handler
 from functions.batch.notifications import BatchMessage, ShardTask
+from functions.batch.output import MultipartWriter
 from functions.runtime.models import ServedModel
 from functions.runtime.settings import Settings
 from local.lambda_context import LambdaContext
@@ -161,7 +162,12 @@ def test_an_invocation_near_its_timeout_hands_the_rest_to_a_continuation(
     # given a model that takes 0.1 s a chunk, and a 1 s function timeout (hand-off at 0.4 s)
     model = loaded_models["digits"]
     predict = model.predict_instances
-    monkeypatch.setattr(model, "predict_instances", lambda instances: (time.sleep(0.1), predict(instances))[1])
+
+    def slow(instances: list[Any]) -> Any:
+        time.sleep(0.1)
+        return predict(instances)
+
+    monkeypatch.setattr(model, "predict_instances", slow)
     function = build(serving_settings, loaded_models, aws, function_timeout_s=1.0, batch_shard_bytes=4096)
     image = json.dumps([n % 17 for n in range(64)])
     put_lines(aws[0], "batch/input/digits/slow.jsonl", [f'{{"id": {n}, "pixels": {image}}}' for n in range(80)])
@@ -198,3 +204,30 @@ def test_a_file_that_cannot_be_planned_gets_one_failed_summary(
     )
     assert summary["status"] == "failed"
     assert "cannot tell the format" in summary["reason"]
+
+
+def test_parts_of_5_mib_or_more_are_copied_by_s3_itself_and_the_rest_streamed(
+    aws: tuple[Any, Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given parts of every size, a big one right after a small one (the buffer must be topped up before a copy)
+    s3 = aws[0]
+    sizes = {"a": 6 * 2**20 + 3, "b": 1000, "c": 14 * 2**20, "d": 10, "e": 5 * 2**20 - 1}
+    bodies = {name: bytes([65 + n]) * size for n, (name, size) in enumerate(sizes.items())}
+    for name, body in bodies.items():
+        s3.put_object(Bucket=BUCKET, Key=f"parts/{name}", Body=body)
+    copies: list[str] = []
+    copy = s3.upload_part_copy
+
+    def counted_copy(**request: Any) -> Any:
+        copies.append(request["CopySourceRange"])
+        return copy(**request)
+
+    monkeypatch.setattr(s3, "upload_part_copy", counted_copy)
+    # when they are appended in order
+    writer = MultipartWriter(s3, BUCKET, "assembled.jsonl")
+    for name, size in sizes.items():
+        writer.append_object(f"parts/{name}", size)
+    writer.complete()
+    # then the object is their concatenation, and S3 copied the big ones' bytes (after the buffer's top-up)
+    assert s3.get_object(Bucket=BUCKET, Key="assembled.jsonl")["Body"].read() == b"".join(bodies.values())
+    assert copies == [f"bytes=0-{6 * 2**20 + 2}", f"bytes={8 * 2**20 - 1000}-{14 * 2**20 - 1}"]
