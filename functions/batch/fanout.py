@@ -400,6 +400,8 @@ class FanOut:
                 pool.map(lambda start: _read_model(s3, job.bucket, job.key(f"parts/{start:015d}.json"), Part), starts)
             )
         chain = _chain([part for part in parts if part is not None], job.first)
+        if (chain[-1].end if chain else job.first) < job.size:  # never a summary that misses rows: retry instead
+            raise RunInProgressError(f"{job.input.key}: the committed parts do not reach the end of the file yet")
         _concatenate(s3, job.bucket, target.results_key(job.run_id), [(p.results, p.results_bytes) for p in chain])
         _concatenate(s3, job.bucket, target.errors_key(job.run_id), [(p.errors, p.errors_bytes) for p in chain])
         planning = [
