@@ -22,12 +22,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
-from functions.batch.idempotency import RunInProgressError, claim, commit
+from functions.batch.idempotency import RunInProgressError, claim, commit, new_run_id
 from functions.batch.layout import BatchObject, BatchTarget
 from functions.batch.notifications import ShardTask
 from functions.batch.output import MultipartWriter
@@ -166,9 +166,8 @@ class FanOut:
         recorded = _read_model(s3, bucket, target.job_key(idempotency_key), Job)
         if recorded is not None:
             return recorded
-        run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started)) + "-" + uuid.uuid4().hex[:12]
         return Job(
-            run_id=run_id,
+            run_id=new_run_id(started),
             idempotency_key=idempotency_key,
             model=model.name,
             version=model.version,
@@ -202,47 +201,17 @@ class FanOut:
                 job = self._record(s3, job, boundary.offset, csv_rows)
                 recorded = True
             if pending is not None:
-                self.send(
-                    ShardTask(
-                        task="score",
-                        bucket=job.bucket,
-                        job=_job_key(job),
-                        shard=shard,
-                        start=pending.offset,
-                        end=boundary.offset,
-                        line=pending.line,
-                    )
-                )
+                self.send_task("score", job, shard, pending, boundary.offset)
                 shard += 1
             pending = boundary
             if self.clock.due() and shard > (task.shard if task else 0):
-                self.send(
-                    ShardTask(
-                        task="plan",
-                        bucket=job.bucket,
-                        job=_job_key(job),
-                        shard=shard,
-                        start=pending.offset,
-                        end=job.size,
-                        line=pending.line,
-                    )
-                )
+                self.send_task("plan", job, shard, pending, job.size)
                 self._record_planning(s3, job, resume or Boundary(0, 1), pending.offset, started)
                 return Outcome("planned")
         if not recorded:  # no row at all (a CSV header and blank lines): nothing to score, but the outputs still come
             job = self._record(s3, job, job.size, csv_rows)
         if pending is not None:
-            self.send(
-                ShardTask(
-                    task="score",
-                    bucket=job.bucket,
-                    job=_job_key(job),
-                    shard=shard,
-                    start=pending.offset,
-                    end=job.size,
-                    line=pending.line,
-                )
-            )
+            self.send_task("score", job, shard, pending, job.size)
             shard += 1
         _put_json(s3, job.bucket, job.key("planned.json"), {"shards": shard, "first": job.first, "end": job.size})
         self._record_planning(s3, job, resume or Boundary(0, 1), job.size, started)
@@ -266,6 +235,12 @@ class FanOut:
     def _record_planning(self, s3: Any, job: Job, start: Boundary, end: int, started: float) -> None:
         invocation = Invocation(stage="plan", start=start.offset, end=end, rows=0, duration_s=_since(started))
         _put_json(s3, job.bucket, job.key(f"invocations/plan-{start.offset:015d}.json"), invocation.model_dump())
+
+    def send_task(self, kind: Literal["score", "plan"], job: Job, shard: int, start: Boundary, end: int) -> None:
+        task = ShardTask(
+            task=kind, bucket=job.bucket, job=_job_key(job), shard=shard, start=start.offset, end=end, line=start.line
+        )
+        self.send(task)
 
     def send(self, task: ShardTask) -> None:
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=task.model_dump_json())
