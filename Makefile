@@ -5,6 +5,7 @@ SHELL := /bin/bash
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
+BATCH_WORKERS ?= $(shell nproc)
 PYTHON ?= python3
 
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
@@ -13,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup models models-sagemaker demo serve test lint synth bench bench-quick bench-gpu clean
+.PHONY: help setup models models-sagemaker demo serve test lint synth bench bench-quick bench-batch bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +59,11 @@ bench: models ## side-by-side benchmark (~10 min): build/bench/report.{json,md},
 
 bench-quick: $(VENV)/.installed ## the bench's whole code path on tiny packages (~1 min; figures meaningless)
 	$(PY) -m bench --quick
+
+bench-batch: models ## opt-in, long (hours on 2 cores): 1,000,000 sentiment rows and a 1 GB digits file, fanned out locally
+	mkdir -p build/bench
+	$(PY) -m bench.probes.batch_fanout sentiment build/models/sentiment 1000000 $(BATCH_WORKERS) 1 1048576 | tee build/bench/batch-at-scale.jsonl
+	$(PY) -m bench.probes.batch_fanout digits build/models/digits 5900000 $(BATCH_WORKERS) 1 1048576 | tee -a build/bench/batch-at-scale.jsonl
 
 bench-gpu: $(VENV)/.installed ## ONNX Runtime CUDA/TensorRT vs PyTorch CUDA (needs a GPU machine)
 	$(PY) -m bench.gpu

@@ -40,6 +40,8 @@ class Platform(_Strict):
     batch_function_timeout_s: Annotated[int, Field(ge=1, le=900)] = 300
     batch_function_memory_mb: Annotated[int, Field(ge=128, le=10240)] = 3008
     batch_rows_per_inference: Annotated[int, Field(ge=1, le=4096)] = 64
+    batch_shard_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    batch_max_concurrency: Annotated[int, Field(ge=2, le=1000)] = 10
     queue_batch_size: Annotated[int, Field(ge=1, le=10)] = 1
     queue_max_receive_count: Annotated[int, Field(ge=5)] = 5
     api_function_timeout_s: Annotated[int, Field(ge=1, lt=30)] = 25

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.measurements import (
+    batch_scaling,
     batch_throughput,
     capture,
     cold_start,
@@ -69,6 +70,8 @@ def measure_all(settings: Settings, packages: PackageSet) -> Run:
     run.add(cold_starts.measurements)
     log(f"item 5: batch path ({settings.batch_rows:,} rows)")
     run.add(batch_throughput.measure(run))
+    log("item 5: batch fan-out, 1 and 2 local workers")
+    run.add(batch_scaling.measure(run))
     log("item 7: payload")
     run.add(image_payload.measure(run))
     log("item 9: placement")

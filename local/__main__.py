@@ -112,8 +112,8 @@ def usage_text(info: StackInfo) -> str:
     return "\n".join(lines)
 
 
-def wait_for_signal(stop: threading.Event) -> None:
-    """Serve until SIGINT or SIGTERM; the wait is in slices so that signals are handled promptly."""
+def stop_on_signal(stop: threading.Event) -> None:
+    """SIGINT or SIGTERM sets `stop`; installed before the line that tells the user to press Ctrl-C."""
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
@@ -121,6 +121,10 @@ def wait_for_signal(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+
+
+def wait_for_signal(stop: threading.Event) -> None:
+    """Serve until stopped; the wait is in slices so that signals are handled promptly."""
     while not stop.wait(0.5):
         pass
 
@@ -156,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     with LocalStack(config, packages, registry=registry) as stack:
         assert stack.info is not None
+        if arguments.command == "serve":
+            stop_on_signal(stop)
         print(usage_text(stack.info), flush=True)
         if arguments.command == "demo":
             from local.demo import run_demo
@@ -163,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ok = run_demo(stack)
             if arguments.once or os.environ.get("DEMO_ONCE") == "1":
                 return 0 if ok else 1
+            stop_on_signal(stop)
             print("\nThe demo traffic is done; the stack keeps serving until Ctrl-C.", flush=True)
         wait_for_signal(stop)
     return 0

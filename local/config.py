@@ -20,6 +20,8 @@ LOCAL_VISIBILITY_TIMEOUT = "LOCAL_VISIBILITY_TIMEOUT"
 LOCAL_POLL_WAIT = "LOCAL_POLL_WAIT"
 LOCAL_API_TIMEOUT = "LOCAL_API_TIMEOUT"
 LOCAL_BATCH_TIMEOUT = "LOCAL_BATCH_TIMEOUT"
+LOCAL_BATCH_CONCURRENCY = "LOCAL_BATCH_CONCURRENCY"  # batch execution environments polling at once (CPU count)
+LOCAL_BATCH_THREADS = "LOCAL_BATCH_THREADS"  # onnxruntime threads per batch worker (CPU count / workers)
 LOG_LEVEL = "LOG_LEVEL"
 LOCAL_PACKAGES_DIR = "LOCAL_PACKAGES_DIR"  # serve packages from elsewhere than build/models (never trains there)
 
@@ -55,6 +57,18 @@ class LocalConfig:
     log_level: str | None = None  # the functions' log level (LOG_LEVEL); None: Powertools' default
     api_timeout_s: float | None = None  # None: the platform's; tests shorten them to see Lambda stop an invocation
     batch_timeout_s: float | None = None
+    batch_concurrency: int | None = None  # None: one batch worker per CPU this process may run on
+    batch_threads: int | None = None  # None: the CPUs shared out among the workers
+
+    @property
+    def batch_workers(self) -> int:
+        """How many batch execution environments poll the queue at once (the mapping's concurrency, locally)."""
+        return self.batch_concurrency or len(os.sched_getaffinity(0))
+
+    @property
+    def batch_worker_threads(self) -> int:
+        """Each worker's onnxruntime threads: concurrent sandboxes each get CPUs of their own, not all of the host's."""
+        return self.batch_threads or max(1, len(os.sched_getaffinity(0)) // self.batch_workers)
 
     def queue_visibility_timeout_s(self, platform: Platform) -> int:
         """The platform's timeout unless a test or a curious user shortened it."""
@@ -85,6 +99,8 @@ class LocalConfig:
             log_level=env.get(LOG_LEVEL) or None,
             api_timeout_s=_int(env, LOCAL_API_TIMEOUT, None),
             batch_timeout_s=_int(env, LOCAL_BATCH_TIMEOUT, None),
+            batch_concurrency=_int(env, LOCAL_BATCH_CONCURRENCY, None),
+            batch_threads=_int(env, LOCAL_BATCH_THREADS, None),
         )
 
 

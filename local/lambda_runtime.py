@@ -68,7 +68,8 @@ def build_handler(spec: FunctionSpec) -> Any:
         return create_api(spec.settings, models).lambda_handler
     from functions.batch.app import create_batch_handler
 
-    return create_batch_handler(spec.settings, models, client("s3", spec.aws_url, spec.credentials)).lambda_handler
+    s3, sqs = (client(service, spec.aws_url, spec.credentials) for service in ("s3", "sqs"))
+    return create_batch_handler(spec.settings, models, s3, sqs).lambda_handler
 
 
 def serve_invocations(spec: FunctionSpec, connection: Connection, stdout: Connection | None = None) -> None:
@@ -117,6 +118,11 @@ class LocalFunction:
     @property
     def timeout_s(self) -> float:
         return self.spec.timeout_s
+
+    @property
+    def busy(self) -> bool:
+        """Whether an invocation (or a cold start) is running now."""
+        return self._lock.locked()
 
     @property
     def pid(self) -> int | None:

@@ -92,15 +92,15 @@ class LocalStack:
         self.info: StackInfo | None = None
         self.registry = registry
         self.front: ApiFront | None = None
-        self.poller: QueuePoller | None = None
+        self.pollers: list[QueuePoller] = []  # one event source mapping poller per concurrent worker
         self.standin: EndpointStandIn | None = None
         self.deployments: list[Deployment] = []
         self._api_alias: FunctionAlias | None = None
-        self._batch_alias: FunctionAlias | None = None
+        self._batch_aliases: list[FunctionAlias] = []  # one execution environment per concurrent worker
         self.firehose: LocalFirehose | None = None
         self._moto: aws.MotoServer | None = None
         self._aws_url = ""
-        self._bucket = ""
+        self._bucket = self._queue_url = ""
         self._endpoints: dict[str, str] = {}
         self._api_role = self._batch_role = BOOTSTRAP
         self._models_dirs: list[tempfile.TemporaryDirectory[str]] = []
@@ -150,18 +150,26 @@ class LocalStack:
         self.firehose.start()
         self._bucket = resources.bucket
         self._api_alias = FunctionAlias(self._function("api", self.packages))
-        self._batch_alias = FunctionAlias(self._function("batch", self.packages))
+        self._queue_url = resources.queue_url
+        # each worker is an execution environment of its own, sharing the CPUs as concurrent sandboxes share hosts
+        self._batch_aliases = [
+            FunctionAlias(self._function("batch", self.packages)) for _ in range(self.config.batch_workers)
+        ]
         self.front = ApiFront(self._api_alias, self.config.api_port, route_keys=route_keys(self.packages))
         self.front.start()
-        self.poller = QueuePoller(
-            client("sqs", aws_url, self._batch_role),  # the event source mapping polls with the function's role
-            queue_url=resources.queue_url,
-            queue_arn=resources.queue_arn,
-            function=self._batch_alias,
-            batch_size=platform.queue_batch_size,
-            wait_s=self.config.poll_wait_s,
-        )
-        self.poller.start()
+        self.pollers = [
+            QueuePoller(
+                client("sqs", aws_url, self._batch_role),  # the event source mapping polls with the function's role
+                queue_url=resources.queue_url,
+                queue_arn=resources.queue_arn,
+                function=alias,
+                batch_size=platform.queue_batch_size,
+                wait_s=self.config.poll_wait_s,
+            )
+            for alias in self._batch_aliases
+        ]
+        for poller in self.pollers:
+            poller.start()
         self.info = StackInfo(self.front.url, aws_url, self.standin.url, resources, prefixes, endpoints, admin)
         self.wait_ready()
         if self.registry is not None:
@@ -175,8 +183,8 @@ class LocalStack:
         return self._api_alias.current if self._api_alias is not None else None
 
     @property
-    def batch_function(self) -> LocalFunction | None:
-        return self._batch_alias.current if self._batch_alias is not None else None
+    def batch_functions(self) -> list[LocalFunction]:
+        return [alias.current for alias in self._batch_aliases]
 
     def _function(self, kind: FunctionKind, packages: dict[str, Path]) -> LocalFunction:
         """A started function version as its stack declares it: its own name, role, memory and timeout (also in its
@@ -196,6 +204,13 @@ class LocalStack:
         else:
             name, role, timeout = BATCH_FUNCTION_NAME, self._batch_role, self.config.batch_function_timeout_s(platform)
             memory = platform.batch_function_memory_mb
+            settings = settings.model_copy(
+                update={
+                    "batch_queue_url": self._queue_url,
+                    "batch_shard_bytes": platform.batch_shard_bytes,
+                    "ort_threads": self.config.batch_worker_threads,
+                }
+            )
         capture = self._capture(packages) if kind == "api" else {}
         own = settings.model_copy(update={"service_name": name, "function_timeout_s": timeout, **capture})
         spec = FunctionSpec(kind, own, self._aws_url, self.standin.url, role, name, memory, timeout)
@@ -236,14 +251,14 @@ class LocalStack:
         CodeDeploy shifts a Lambda alias); endpoint models update their endpoint first, blue/green."""
         started = time.monotonic()
         assert self._api_alias is not None
-        assert self._batch_alias is not None
         assert self.standin is not None
         changed = {name: path for name, path in packages.items() if self.packages.get(name) != path}
         for name, path in changed.items():
             if name in self._endpoints:
                 self.standin.deploy(self._endpoints[name], path)
         self._api_alias.shift(self._function("api", packages))  # each alias moves as soon as its version is up
-        self._batch_alias.shift(self._function("batch", packages))
+        for alias in self._batch_aliases:
+            alias.shift(self._function("batch", packages))
         self.packages = dict(packages)
         deployment = Deployment(
             versions={name: read_manifest(path).version for name, path in changed.items()},
@@ -313,15 +328,16 @@ class LocalStack:
             self._watcher = None
         if self.registry is not None:
             withdraw(self.registry)
-        if self.poller is not None:
-            self.poller.stop()
-            self.poller = None
+        for poller in self.pollers:
+            poller.stop()
+        self.pollers = []
         if self.front is not None:
             self.front.stop()
             self.front = None
-        for alias in (self._api_alias, self._batch_alias):
+        for alias in (self._api_alias, *self._batch_aliases):
             if alias is not None:
                 alias.stop()
+        self._batch_aliases = []
         if self.firehose is not None:
             self.firehose.stop()  # delivers what it still buffers, before moto goes
             self.firehose = None

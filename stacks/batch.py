@@ -100,6 +100,8 @@ class BatchStack(Stack):
             batch_input_prefix=platform.batch_input_prefix,
             batch_output_prefix=platform.batch_output_prefix,
             batch_rows_per_inference=platform.batch_rows_per_inference,
+            batch_shard_bytes=platform.batch_shard_bytes,
+            batch_queue_url=queue.queue_url,  # a big file's shard tasks go back to this queue
         )
         function = ModelFunction(
             scope,
@@ -113,6 +115,7 @@ class BatchStack(Stack):
             "failed messages go to the queue's own dead-letter queue",
         )
         grant_batch_objects(bucket, function.role, input_prefix, output_prefix)
+        queue.grant_send_messages(function.role)
         if endpoint is not None:
             function.role.add_to_policy(
                 iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint.endpoint_arn])
@@ -123,7 +126,7 @@ class BatchStack(Stack):
                 queue,
                 batch_size=platform.queue_batch_size,
                 report_batch_item_failures=True,
-                max_concurrency=max(2, min(entry.max_instances, 1000)),
+                max_concurrency=platform.batch_max_concurrency,  # the brake on a fanned-out file
             )
         )
         suppress(
@@ -141,13 +144,15 @@ class BatchStack(Stack):
 def grant_batch_objects(bucket: s3.IBucket, role: iam.IRole, input_prefix: str, output_prefix: str) -> None:
     """What the scorer does to objects, and nothing else: it reads its input files; on its output prefix it reads the
     summary first (idempotency) and writes by multipart upload, with conditional writes and aborts (put covers
-    s3:PutObject and s3:Abort*). grant_read also lists the bucket, so a summary not yet written is a 404, not a 403."""
+    s3:PutObject and s3:Abort*), and deletes a fanned-out file's working objects once assembled. grant_read also
+    lists the bucket, so a summary not yet written is a 404, not a 403."""
     bucket.grant_read(role, f"{input_prefix}*")
     bucket.grant_read(role, f"{output_prefix}*")
     bucket.grant_put(role, f"{output_prefix}*")
+    bucket.grant_delete(role, f"{output_prefix}*")
     suppress_prefix_grants(
         role,
         bucket,
         [f"{input_prefix}*", f"{output_prefix}*"],
-        "reads its own input files; reads (the summary) and writes its own outputs",
+        "reads its own input files; reads (the summary), writes and cleans up its own outputs",
     )

@@ -43,13 +43,13 @@ def through_local_stack(package_dir: Path, texts: list[str], threads: int) -> di
     from local.stack import LocalStack
 
     platform = load_catalog().platform
-    config = LocalConfig(api_port=0, aws_port=0, sagemaker_port=0, poll_wait_s=1)
+    config = LocalConfig(api_port=0, aws_port=0, sagemaker_port=0, poll_wait_s=1, batch_concurrency=1)
     body = jsonl_body(texts)
     with LocalStack(config, {MODEL: package_dir}) as stack:
         assert stack.info is not None
-        assert stack.batch_function is not None
-        assert stack.batch_function.pid is not None
-        function_pid = stack.batch_function.pid  # the batch function runs in its own process, as in Lambda
+        (batch_function,) = stack.batch_functions
+        assert batch_function.pid is not None
+        function_pid = batch_function.pid  # the batch function runs in its own process, as in Lambda
         s3 = client("s3", stack.info.aws_url, stack.info.admin)
         bucket = stack.info.resources.bucket
         key = f"{platform.batch_input_prefix}{MODEL}/bench-{len(texts)}.jsonl"

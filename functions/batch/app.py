@@ -1,9 +1,9 @@
-"""S3 -> SQS -> Lambda batch inference, built from settings, models and an S3 client: each SQS message carries an S3
-notification for a file to score.
+"""S3 -> SQS -> Lambda batch inference, built from settings, models and S3 and SQS clients: each SQS message carries
+an S3 notification for a file to score, or a task of a big file fanned out over many invocations (fanout.py).
 
-Powertools parses each message (S3 notification or s3:TestEvent), the batch processor reports failed messages in
-`batchItemFailures` so only they are retried, and `score_batch_file` does the work. The Lambda deadline bounds the
-lease a run holds on its input version, so a killed run blocks no retry.
+Powertools parses each message (S3 notification, s3:TestEvent or shard task), the batch processor reports failed
+messages in `batchItemFailures` so only they are retried, and `score_batch_file` does the work. The Lambda deadline
+bounds the lease a run holds on its input version, so a killed run blocks no retry.
 """
 
 from __future__ import annotations
@@ -18,16 +18,22 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
+from functions.batch.fanout import Clock, FanOut
 from functions.batch.idempotency import RunInProgressError
 from functions.batch.layout import BatchInputError, BatchObject
-from functions.batch.notifications import S3NotificationMessage, S3TestEvent
-from functions.batch.scoring import score_batch_file
+from functions.batch.notifications import BatchMessage, S3TestEvent, ShardTask
+from functions.batch.scoring import Outcome, score_batch_file
 from functions.runtime.models import ServedModel
 from functions.runtime.settings import Settings
 from functions.runtime.telemetry import function_telemetry
 
 Handler = Callable[[dict[str, Any], Any], PartialItemFailureResponse]
-SKIP_METRICS = {"duplicate": "DuplicatesSkipped", "superseded": "SupersededSkipped"}
+SKIP_METRICS = {
+    "duplicate": "DuplicatesSkipped",
+    "superseded": "SupersededSkipped",
+    "planned": "FilesFannedOut",
+    "running": "ShardTasksDone",
+}
 
 
 @dataclass(frozen=True)
@@ -40,13 +46,25 @@ class BatchFunction:
     lambda_handler: Handler
 
 
-def create_batch_handler(settings: Settings, models: Mapping[str, ServedModel], s3: Any) -> BatchFunction:
-    """The record handler and the decorated Lambda handler, over this function's own S3 client."""
+def create_batch_handler(
+    settings: Settings, models: Mapping[str, ServedModel], s3: Any, sqs: Any = None
+) -> BatchFunction:
+    """The record handler and the decorated Lambda handler, over this function's own S3 and SQS clients (without SQS,
+    or without a shard size and queue in the settings, every file is scored by one invocation)."""
     logger, tracer, metrics = function_telemetry(settings)
-    processor = BatchProcessor(event_type=EventType.SQS, model=S3NotificationMessage)
+    processor = BatchProcessor(event_type=EventType.SQS, model=BatchMessage)
+
+    def fan_out(lambda_context: Any) -> FanOut | None:
+        if sqs is None or settings.batch_shard_bytes is None or settings.batch_queue_url is None:
+            return None
+        remaining_ms = lambda_context.get_remaining_time_in_millis() if lambda_context is not None else None
+        clock = Clock.for_invocation(remaining_ms, settings.function_timeout_s)
+        return FanOut(
+            sqs, settings.batch_queue_url, settings.batch_shard_bytes, settings.batch_rows_per_inference, clock
+        )
 
     @tracer.capture_method
-    def record_handler(record: S3NotificationMessage, lambda_context: Any = None) -> None:
+    def record_handler(record: BatchMessage, lambda_context: Any = None) -> None:
         """Score every ObjectCreated object in one message; raising marks the message failed (retried, then DLQ).
 
         Only what a retry can fix raises (S3 or backend errors, a run in progress elsewhere); a file that can never
@@ -54,6 +72,21 @@ def create_batch_handler(settings: Settings, models: Mapping[str, ServedModel], 
         """
         if isinstance(record.body, S3TestEvent):
             logger.info("ignoring s3:TestEvent", extra={"bucket": record.body.Bucket})
+            return
+        if isinstance(record.body, ShardTask):
+            shards = fan_out(lambda_context)
+            if shards is None:  # a task sent to a function that cannot fan out: a retry cannot help
+                logger.error("a shard task reached a function without a queue to fan out to")
+                return
+            started = time.perf_counter()
+            outcome = shards.run_task(s3, record.body, models)
+            logger.info(
+                "%s task: %s",
+                record.body.task,
+                outcome.status,
+                extra={"job": record.body.job, "start": record.body.start, "end": record.body.end},
+            )
+            report(outcome, started)
             return
         for notification in record.body.Records:
             if not notification.eventName.startswith("ObjectCreated"):
@@ -89,6 +122,7 @@ def create_batch_handler(settings: Settings, models: Mapping[str, ServedModel], 
                 rows_per_inference=settings.batch_rows_per_inference,
                 output_bucket=settings.batch_bucket,
                 lease_until=time.time() + remaining_ms / 1e3 if remaining_ms is not None else None,
+                fan_out=fan_out(lambda_context),
             )
         except BatchInputError as error:  # no place in the bucket layout, so not even a summary can say why
             logger.error("refusing %s: %s", obj.key, error)
@@ -97,6 +131,9 @@ def create_batch_handler(settings: Settings, models: Mapping[str, ServedModel], 
         except RunInProgressError:
             metrics.add_metric(name="RunsInProgressElsewhere", unit=MetricUnit.Count, value=1)
             raise
+        report(outcome, started)
+
+    def report(outcome: Outcome, started: float) -> None:
         if outcome.status in SKIP_METRICS:
             metrics.add_metric(name=SKIP_METRICS[outcome.status], unit=MetricUnit.Count, value=1)
             return

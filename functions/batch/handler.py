@@ -1,4 +1,4 @@
-"""The batch function's Lambda entry point: settings from the environment, models and an S3 client, once a sandbox."""
+"""The batch function's Lambda entry point: settings from the environment, models, S3 and SQS clients, once."""
 
 from __future__ import annotations
 
@@ -9,5 +9,5 @@ from functions.runtime.models import load_models
 from functions.runtime.settings import Settings
 
 settings = Settings.from_env()
-function = create_batch_handler(settings, load_models(settings), boto3.client("s3"))
+function = create_batch_handler(settings, load_models(settings), boto3.client("s3"), boto3.client("sqs"))
 lambda_handler = function.lambda_handler

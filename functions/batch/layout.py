@@ -66,6 +66,19 @@ class BatchTarget:
     def claim_key(self, idempotency_key: str) -> str:
         return f"{self.base}.runs/{idempotency_key}.claim.json"
 
+    def job_key(self, idempotency_key: str) -> str:
+        """A sharded run's record: which run id, header and model version every invocation of it works with."""
+        return f"{self.base}.runs/{idempotency_key}.job.json"
+
+    def run_prefix(self, run_id: str) -> str:
+        """A sharded run's working objects (parts, markers, claims), deleted once its outputs are assembled."""
+        return f"{self.base}.runs/{run_id}/"
+
+    @property
+    def status_key(self) -> str:
+        """A sharded run's progress while it runs (and its last word once done)."""
+        return f"{self.base}.status.json"
+
 
 def input_format(key: str, content_type: str | None) -> str:
     """jsonl or csv, by extension first, then by the object's content type."""

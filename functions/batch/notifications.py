@@ -1,4 +1,5 @@
-"""The SQS message shapes the batch function accepts, built on Powertools' parser models.
+"""The SQS message shapes the batch function accepts, built on Powertools' parser models: S3's notifications, and the
+tasks a big file's invocations send to their own queue (a shard to score, or the rest of a plan).
 
 Powertools' S3Model requires userIdentity, requestParameters, responseElements and bucket.ownerIdentity, which real
 S3 always sends but moto (the local stack) leaves out; nothing here reads them, so these subclasses make them optional.
@@ -6,7 +7,7 @@ S3 always sends but moto (the local stack) leaves out; nothing here reads them, 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from aws_lambda_powertools.utilities.parser.models import S3Model, S3RecordModel, SqsRecordModel
 from aws_lambda_powertools.utilities.parser.models.s3 import (
@@ -17,7 +18,7 @@ from aws_lambda_powertools.utilities.parser.models.s3 import (
     S3RequestParameters,
     S3ResponseElements,
 )
-from pydantic import BaseModel, Json
+from pydantic import BaseModel, ConfigDict, Field, Json
 
 
 class S3TestEvent(BaseModel):
@@ -50,7 +51,22 @@ class S3Notification(S3Model):
     Records: list[NotificationRecord]  # type: ignore[assignment]
 
 
-class S3NotificationMessage(SqsRecordModel):
-    """An SQS record whose body is an S3 event notification, or the s3:TestEvent."""
+class ShardTask(BaseModel):
+    """Our own message: score the byte range [start, end) of a planned file, or plan it on from `start` (no `Records`,
+    so it is never taken for a notification); the job record at `job` says which file, model and run."""
 
-    body: Json[S3Notification | S3TestEvent]  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: Literal["score", "plan"]
+    bucket: str
+    job: str
+    shard: Annotated[int, Field(ge=0)]
+    start: Annotated[int, Field(ge=0)]
+    end: Annotated[int, Field(ge=0)]
+    line: Annotated[int, Field(ge=1)]
+
+
+class BatchMessage(SqsRecordModel):
+    """An SQS record whose body is an S3 event notification, the s3:TestEvent, or one of our shard tasks."""
+
+    body: Json[S3Notification | S3TestEvent | ShardTask]  # type: ignore[assignment]

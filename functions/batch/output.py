@@ -13,6 +13,8 @@ from botocore.exceptions import ClientError
 logger = logging.getLogger(__name__)
 
 PART_SIZE = 8 * 1024 * 1024  # S3 parts must be >= 5 MiB except the last
+MIN_PART_SIZE = 5 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
 
 
 class MultipartWriter:
@@ -38,6 +40,33 @@ class MultipartWriter:
         self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
         self.bytes_written += len(self.buffer)
         self.buffer.clear()
+
+    def append_object(self, key: str, size: int) -> None:
+        """Append an object of this bucket: copied by S3 itself (UploadPartCopy) where it can be a part of its own
+        (>= 5 MiB), streamed through this buffer otherwise, so a big output never passes through the function."""
+        taken = 0
+        if self.buffer and size >= MIN_PART_SIZE:  # top the buffer up to one part, then copy the rest
+            taken = min(size, PART_SIZE - len(self.buffer))
+            self._stream(key, 0, taken)
+        if size - taken >= MIN_PART_SIZE and not self.buffer:
+            number = len(self.parts) + 1
+            response = self.s3.upload_part_copy(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": key},
+                CopySourceRange=f"bytes={taken}-{size - 1}",
+            )
+            self.parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
+            self.bytes_written += size - taken
+        elif size > taken:
+            self._stream(key, taken, size)
+
+    def _stream(self, key: str, start: int, stop: int) -> None:
+        body = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{stop - 1}")["Body"]
+        for chunk in body.iter_chunks(READ_CHUNK):
+            self.write(chunk)
 
     def complete(self) -> None:
         if self.buffer or not self.parts:

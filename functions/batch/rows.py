@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # 1 MiB: far above any row a served model accepts (texts are cut at the tokenizer's length, images are 64 numbers),
@@ -21,11 +21,15 @@ MAX_ROW_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class Row:
-    """One input row: its 1-based line number, and either its fields or why it could not be read."""
+    """One input row: its 1-based line number, and either its fields or why it could not be read.
+
+    `offset` is the byte where the row starts in the object: a place a shard or a continuation can start reading.
+    """
 
     line: int
     fields: dict[str, Any] | None = None
     error: str | None = None
+    offset: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -39,11 +43,19 @@ class Line:
     data: bytes | None
     size: int
     quotes: int
+    offset: int = 0
 
 
-def split_lines(chunks: Iterable[bytes], limit: int = MAX_ROW_BYTES) -> Iterator[Line]:
-    """Lines split on b"\\n" across arbitrary chunk boundaries; memory stays under limit + one chunk."""
-    number, pending, overflow, quotes = 0, bytearray(), 0, 0
+def split_lines(
+    chunks: Iterable[bytes], limit: int = MAX_ROW_BYTES, *, first_line: int = 1, offset: int = 0
+) -> Iterator[Line]:
+    """Lines split on b"\\n" across arbitrary chunk boundaries; memory stays under limit + one chunk.
+
+    `first_line` and `offset` say where in the object the chunks start (a shard's range), so numbers and offsets are
+    the object's own.
+    """
+    number, pending, overflow, quotes = first_line - 1, bytearray(), 0, 0
+    line_start = position = offset
     for chunk in chunks:
         start = 0
         while True:
@@ -59,16 +71,18 @@ def split_lines(chunks: Iterable[bytes], limit: int = MAX_ROW_BYTES) -> Iterator
             if end < 0:
                 break
             number += 1
-            yield _finished(number, pending, overflow, quotes)
+            yield _finished(number, pending, overflow, quotes, line_start)
             pending, overflow, quotes, start = bytearray(), 0, 0, end + 1
+            line_start = position + start
+        position += len(chunk)
     if pending or overflow:
-        yield _finished(number + 1, pending, overflow, quotes)
+        yield _finished(number + 1, pending, overflow, quotes, line_start)
 
 
-def _finished(number: int, pending: bytearray, overflow: int, quotes: int) -> Line:
+def _finished(number: int, pending: bytearray, overflow: int, quotes: int, offset: int) -> Line:
     if overflow:
-        return Line(number, None, overflow, quotes)
-    return Line(number, bytes(pending), len(pending), quotes)
+        return Line(number, None, overflow, quotes, offset)
+    return Line(number, bytes(pending), len(pending), quotes, offset)
 
 
 def too_long(size: int, limit: int) -> str:
@@ -81,19 +95,22 @@ def _text(line: Line) -> str:
     return line.data.decode("utf-8-sig" if line.number == 1 else "utf-8")
 
 
-def read_jsonl(chunks: Iterable[bytes], limit: int = MAX_ROW_BYTES) -> Iterator[Row]:
+def read_jsonl(
+    chunks: Iterable[bytes], limit: int = MAX_ROW_BYTES, *, first_line: int = 1, offset: int = 0
+) -> Iterator[Row]:
     """One JSON object per line; blank lines are not rows."""
-    for line in split_lines(chunks, limit):
+    for line in split_lines(chunks, limit, first_line=first_line, offset=offset):
         if line.data is None:
-            yield Row(line.number, error=too_long(line.size, limit))
+            yield Row(line.number, error=too_long(line.size, limit), offset=line.offset)
             continue
         try:
             text = _text(line)
         except UnicodeDecodeError:
-            yield Row(line.number, error="line is not valid UTF-8")
+            yield Row(line.number, error="line is not valid UTF-8", offset=line.offset)
             continue
         if text.strip():
-            yield json_row(line.number, text)
+            row = json_row(line.number, text)
+            yield Row(row.line, row.fields, row.error, line.offset)
 
 
 def json_row(number: int, text: str) -> Row:
@@ -135,6 +152,7 @@ class _RecordLines:
     def __init__(self, lines: Iterator[Line], limit: int) -> None:
         self.lines, self.limit = lines, limit
         self.start, self.size, self.quotes, self.blank, self.fresh, self.skipping = 0, 0, 0, True, True, False
+        self.offset = 0
 
     def begin(self) -> None:
         self.size, self.blank, self.fresh = 0, True, True
@@ -152,7 +170,7 @@ class _RecordLines:
             self.skipping = self.quotes % 2 == 1
             line = next(self.lines)
         if self.fresh:
-            self.start, self.quotes, self.fresh = line.number, 0, False
+            self.start, self.offset, self.quotes, self.fresh = line.number, line.offset, 0, False
         self.size += line.size + 1
         self.quotes += line.quotes
         if line.data is None and line.number == self.start:
@@ -168,46 +186,74 @@ class _RecordLines:
         return text + "\n"
 
 
-def read_csv(chunks: Iterable[bytes], limit: int = MAX_ROW_BYTES) -> Iterator[Row]:
+@dataclass(frozen=True)
+class CsvHeader:
+    """A CSV file's header as its first record gave it: the column names, or why there are none."""
+
+    names: tuple[str, ...] | None
+    problem: str = ""
+
+
+class CsvRows:
     """CSV with a header row; line numbers count the header as line 1, blank lines are not rows.
 
     A record the reader cannot use (too long, not UTF-8, malformed) is an error row, and reading goes on at the next
-    line. When the header itself is unusable, every record after it is an error row that says why.
+    line. When the header itself is unusable, every record after it is an error row that says why. A shard of the
+    file is read with the `header` its planner read, from the line and offset where its range starts.
     """
-    source = _RecordLines(split_lines(chunks, limit), limit)
-    reader = csv.reader(source)
-    header: list[str] | None = None
-    header_problem = ""
-    while True:
-        source.begin()
-        problem = ""
-        cells: list[str] = []
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except RecordError as error:
-            problem = str(error)
-            source.abandon()
-        except csv.Error as error:
-            problem = f"invalid CSV: {error}"
-            source.abandon()
-        if not problem and source.blank:
-            continue
-        if header is None and not header_problem:
-            if problem:
-                header_problem = f"line {source.start}: {problem}"
-            else:
-                header = [cell.strip() for cell in cells]
-            continue
-        yield _csv_row(source.start, header, header_problem, problem, cells)
+
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        limit: int = MAX_ROW_BYTES,
+        *,
+        first_line: int = 1,
+        offset: int = 0,
+        header: CsvHeader | None = None,
+    ) -> None:
+        self.source = _RecordLines(split_lines(chunks, limit, first_line=first_line, offset=offset), limit)
+        self.header = header
+
+    def __iter__(self) -> Iterator[Row]:
+        source = self.source
+        reader = csv.reader(source)
+        while True:
+            source.begin()
+            problem = ""
+            cells: list[str] = []
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except RecordError as error:
+                problem = str(error)
+                source.abandon()
+            except csv.Error as error:
+                problem = f"invalid CSV: {error}"
+                source.abandon()
+            if not problem and source.blank:
+                continue
+            if self.header is None:
+                if problem:
+                    self.header = CsvHeader(None, f"line {source.start}: {problem}")
+                else:
+                    self.header = CsvHeader(tuple(cell.strip() for cell in cells))
+                continue
+            row = _csv_row(source.start, self.header, problem, cells)
+            yield Row(row.line, row.fields, row.error, source.offset)
 
 
-def _csv_row(number: int, header: list[str] | None, header_problem: str, problem: str, cells: list[str]) -> Row:
-    if header is None:
-        return Row(number, error=f"no usable CSV header ({header_problem})")
+def read_csv(chunks: Iterable[bytes], limit: int = MAX_ROW_BYTES) -> Iterator[Row]:
+    """A whole CSV file's rows (see CsvRows)."""
+    return iter(CsvRows(chunks, limit))
+
+
+def _csv_row(number: int, header: CsvHeader, problem: str, cells: list[str]) -> Row:
+    names = header.names
+    if names is None:
+        return Row(number, error=f"no usable CSV header ({header.problem})")
     if problem:
         return Row(number, error=problem)
-    if len(cells) != len(header):
-        return Row(number, error=f"expected {len(header)} columns ({', '.join(header)}), got {len(cells)}")
-    return Row(number, fields=dict(zip(header, cells, strict=True)))
+    if len(cells) != len(names):
+        return Row(number, error=f"expected {len(names)} columns ({', '.join(names)}), got {len(cells)}")
+    return Row(number, fields=dict(zip(names, cells, strict=True)))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 
@@ -31,6 +31,9 @@ from functions.batch.summary import (
 )
 from functions.runtime.errors import BackendError, InputError
 from functions.runtime.models import ServedModel
+
+if TYPE_CHECKING:
+    from functions.batch.fanout import FanOut
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +54,10 @@ class Counts:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one notification came to: scored, failed for good (a "failed" summary), or skipped (and why)."""
+    """What one message came to: scored, failed for good (a "failed" summary), skipped (and why), or for a big file
+    planned (shard tasks sent) or still running (a part committed, others to come)."""
 
-    status: Literal["scored", "failed", "duplicate", "superseded"]
+    status: Literal["scored", "failed", "duplicate", "superseded", "planned", "running"]
     summary: Summary | None = None
 
 
@@ -139,9 +143,13 @@ class ChunkScorer:
             self.results.write(_line(document))
         self.counts.scored += len(chunk)
 
-    def score(self, rows: Iterable[Row], from_csv: bool) -> Counts:
-        """Every row ends in exactly one of the two files."""
+    def score(self, rows: Iterable[Row], from_csv: bool, stop: Callable[[], bool] | None = None) -> Row | None:
+        """Every row read ends in exactly one of the two files; returns the first row left unread when `stop` said so
+        (before it was taken), None once the rows ran out."""
         for row in rows:
+            if stop is not None and stop():
+                self.flush()
+                return row
             self.counts.rows += 1
             if row.error is not None:
                 self.fail(row.line, row.error)
@@ -154,7 +162,7 @@ class ChunkScorer:
                 continue
             self.add(row.line, row_id, instance)
         self.flush()
-        return self.counts
+        return None
 
 
 def score_batch_file(
@@ -167,40 +175,47 @@ def score_batch_file(
     rows_per_inference: int,
     output_bucket: str | None = None,
     lease_until: float | None = None,
+    fan_out: FanOut | None = None,
 ) -> Outcome:
-    """Score one object version once per model version; BatchInputError when its key has no place in the layout."""
+    """Score one object version once per model version; BatchInputError when its key has no place in the layout.
+
+    A file larger than one of `fan_out`'s shards is planned here and scored by the shard invocations it enqueues.
+    """
     target = BatchTarget.for_key(obj.key, input_prefix, output_prefix)
     bucket = output_bucket or obj.bucket
     started = time.time()
     model = models.get(target.model)
     if model is None:
         reason = f"no model named {target.model!r} (served: {', '.join(sorted(models))})"
-        return _fail(s3, obj, target, bucket, idempotency_key(obj, target.model, ""), None, reason, started)
+        return fail_file(s3, obj, target, bucket, idempotency_key(obj, target.model, ""), None, reason, started)
     key = idempotency_key(obj, model.name, model.version)
     previous = read_summary(s3, bucket, target.summary_key).summary
     if previous is not None and previous.idempotency_key == key:
         logger.info("already scored %s (etag %s) with %s %s: skipping", obj.key, obj.etag, model.name, model.version)
         return Outcome("duplicate", previous)
-    response = _open(s3, obj)
+    response = open_version(s3, obj)
     if response is None:
         return Outcome("superseded")
     try:
         try:
             file_format = input_format(obj.key, response.get("ContentType"))
         except BatchInputError as error:
-            return _fail(s3, obj, target, bucket, key, model.version, str(error), started)
+            return fail_file(s3, obj, target, bucket, key, model.version, str(error), started)
         run_id = new_run_id(started)
         claim_key = target.claim_key(key)
         until = started + DEFAULT_LEASE_S if lease_until is None else lease_until
         lease = claim(s3, bucket, claim_key, run_id, until=until, now=time.time())
         try:
+            if fan_out is not None and fan_out.applies(obj):
+                job = fan_out.job_for(s3, obj, target, bucket, key, model, file_format, started)
+                return fan_out.plan(s3, job, response["Body"])
             counts = _write_run(s3, bucket, target, run_id, model, rows_per_inference, response["Body"], file_format)
             summary = Summary(
                 model=model.name,
                 version=model.version,
                 idempotency_key=key,
                 run_id=run_id,
-                input=_input(obj, file_format),
+                input=summary_input(obj, file_format),
                 rows=counts.rows,
                 scored=counts.scored,
                 failed=counts.failed,
@@ -233,10 +248,12 @@ def _timings(counts: Counts, started: float, rows_per_inference: int) -> Summary
     )
 
 
-def _open(s3: Any, obj: BatchObject) -> Any:
-    """The GetObject response for exactly the notified version, or None when the key holds another one by now."""
+def open_version(s3: Any, obj: BatchObject, start: int = 0, end: int | None = None) -> Any:
+    """The GetObject response for exactly the notified version (bytes [start, end) when given), or None when the key
+    holds another one by now."""
+    ranged = {"Range": f"bytes={start}-{end - 1}"} if end is not None else {}
     try:
-        response = s3.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag)
+        response = s3.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag, **ranged)
     except ClientError as error:
         if error_code(error) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
             logger.info("%s changed or vanished since the notification: a newer event will score it", obj.key)
@@ -264,7 +281,9 @@ def _write_run(
     results = MultipartWriter(s3, bucket, target.results_key(run_id))
     errors = MultipartWriter(s3, bucket, target.errors_key(run_id))
     try:
-        counts = ChunkScorer(model, rows_per_inference, results, errors).score(rows, file_format == "csv")
+        scorer = ChunkScorer(model, rows_per_inference, results, errors)
+        scorer.score(rows, file_format == "csv")
+        counts = scorer.counts
         results.complete()
         errors.complete()
     except BaseException:
@@ -274,7 +293,7 @@ def _write_run(
     return counts
 
 
-def _input(obj: BatchObject, file_format: str | None) -> SummaryInput:
+def summary_input(obj: BatchObject, file_format: str | None) -> SummaryInput:
     return SummaryInput(
         bucket=obj.bucket,
         key=obj.key,
@@ -285,7 +304,7 @@ def _input(obj: BatchObject, file_format: str | None) -> SummaryInput:
     )
 
 
-def _fail(
+def fail_file(
     s3: Any,
     obj: BatchObject,
     target: BatchTarget,
@@ -304,7 +323,7 @@ def _fail(
         version=model_version,
         idempotency_key=key,
         run_id=new_run_id(started),
-        input=_input(obj, None),
+        input=summary_input(obj, None),
     )
     committed = commit(s3, bucket, target.summary_key, summary, obj)
     return Outcome("failed" if committed == "committed" else committed, summary)

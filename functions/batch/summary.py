@@ -1,7 +1,8 @@
 """The batch summary: committed last with a conditional write, so it always describes one whole run of one input.
 
 `status` is "complete" (every row counted once, as scored or failed, in the files of `outputs`) or "failed" (the file
-can never be scored as it is: `reason` says why, and there are no outputs).
+can never be scored as it is: `reason` says why, and there are no outputs). A file scored in shards adds `shards` and
+one `invocations` entry per invocation that planned or scored part of it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ class SummaryTimings(_Record):
     rows_per_inference: int
 
 
+class Invocation(_Record):
+    """One invocation's share of a sharded file: planning (rows 0) or scoring the byte range [start, end)."""
+
+    stage: Literal["plan", "score"]
+    shard: int | None = None
+    start: int
+    end: int
+    rows: int
+    duration_s: float
+
+
 class Summary(_Record):
     """`<file>.summary.json`; `idempotency_key` names the input version and model version the run scored."""
 
@@ -62,6 +74,8 @@ class Summary(_Record):
     truncated: int = 0
     outputs: SummaryOutputs | None = None
     timings: SummaryTimings | None = None
+    shards: int | None = None
+    invocations: list[Invocation] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Summary:

@@ -32,6 +32,8 @@ VARIABLES: dict[str, str] = {
     "batch_input_prefix": "BATCH_INPUT_PREFIX",
     "batch_output_prefix": "BATCH_OUTPUT_PREFIX",
     "batch_rows_per_inference": "BATCH_ROWS_PER_INFERENCE",
+    "batch_shard_bytes": "BATCH_SHARD_BYTES",
+    "batch_queue_url": "BATCH_QUEUE_URL",
     "max_body_bytes": "MAX_BODY_BYTES",
     "max_response_bytes": "MAX_RESPONSE_BYTES",
     "function_timeout_s": "FUNCTION_TIMEOUT_S",
@@ -75,6 +77,9 @@ class Settings(BaseModel):
     batch_input_prefix: str = "batch/input/"
     batch_output_prefix: str = "batch/output/"
     batch_rows_per_inference: Annotated[int, Field(ge=1, le=4096)] = 64
+    # a file larger than one shard fans out: shard messages go to the function's own queue (both unset: never)
+    batch_shard_bytes: Annotated[int, Field(ge=1)] | None = None
+    batch_queue_url: str | None = None
     max_body_bytes: Annotated[int, Field(ge=1)] = LAMBDA_PAYLOAD_LIMIT_BYTES
     max_response_bytes: Annotated[int, Field(ge=1)] = LAMBDA_PAYLOAD_LIMIT_BYTES
     # the function's own timeout: endpoint calls (timeouts x attempts) are sized to end before it

@@ -63,6 +63,28 @@ def test_event_sources_report_item_failures(synthesized: Synthesized) -> None:
     for mapping in mappings:
         assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert mapping["Properties"]["BatchSize"] == platform.queue_batch_size
+        # the brake on a fanned-out file: at most this many invocations of one model's scorer at once
+        assert mapping["Properties"]["ScalingConfig"] == {"MaximumConcurrency": platform.batch_max_concurrency}
+
+
+def test_scorers_may_send_shard_tasks_to_their_own_queue_only(synthesized: Synthesized) -> None:
+    platform = synthesized.config.catalog.platform
+    queues = {key for key in synthesized.resources("batch", "AWS::SQS::Queue") if "DeadLetter" not in key}
+    policies = synthesized.resources("batch", "AWS::IAM::Policy")
+    for scorer in (
+        b for b in synthesized.resources("batch", "AWS::Lambda::Function").values() if "ImageConfig" in b["Properties"]
+    ):
+        variables = scorer["Properties"]["Environment"]["Variables"]
+        assert variables["BATCH_SHARD_BYTES"] == str(platform.batch_shard_bytes)
+        (own_queue,) = [queue for queue in queues if variables["BATCH_QUEUE_URL"] == {"Ref": queue}]
+        role = scorer["Properties"]["Role"]["Fn::GetAtt"][0]
+        (policy,) = [p for p in policies.values() if {"Ref": role} in p["Properties"]["Roles"]]
+        senders = [
+            s["Resource"]
+            for s in policy["Properties"]["PolicyDocument"]["Statement"]
+            if "sqs:SendMessage" in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+        ]
+        assert senders == [{"Fn::GetAtt": [own_queue, "Arn"]}]
 
 
 def test_scorers_run_the_batch_handler_from_the_api_image(synthesized: Synthesized) -> None:
@@ -121,7 +143,7 @@ def test_scorers_read_their_input_and_read_write_their_output_prefix_only(synthe
         assert object_patterns["s3:GetObject*"] == {input_objects, output_objects}
         assert object_patterns["s3:PutObject"] == {output_objects}
         assert object_patterns["s3:Abort*"] == {output_objects}  # AbortMultipartUpload
-        assert "s3:DeleteObject*" not in object_patterns
+        assert object_patterns["s3:DeleteObject*"] == {output_objects}  # a fanned-out file's working objects
         # ListBucket on the bucket: a summary not yet written answers 404 NoSuchKey, not 403 AccessDenied.
         assert "s3:List*" in bucket_actions
         assert json.dumps(policy).count("s3:*") == 0

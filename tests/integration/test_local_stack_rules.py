@@ -38,9 +38,10 @@ from tests.integration.stack_client import (
 CATALOG = load_catalog()
 
 
-def local_config(bucket: str, timeout_s: int = 3) -> LocalConfig:
+def local_config(bucket: str, timeout_s: int = 3, workers: int | None = None) -> LocalConfig:
     """Free ports, and a batch timeout and visibility timeout short enough for redeliveries within a test."""
     return LocalConfig(
+        batch_concurrency=workers,
         api_port=0,
         aws_port=0,
         sagemaker_port=0,
@@ -86,6 +87,17 @@ def dead_letters(stack: LocalStack, sqs: Any) -> list[dict[str, Any]]:
 
 def output_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+
+def handler_errors(stack: LocalStack) -> int:
+    return sum(poller.stats.handler_errors for poller in stack.pollers)
+
+
+def crash_busy_workers(stack: LocalStack) -> None:
+    """Kill every batch execution environment running an invocation now, as a crash or out-of-memory would."""
+    for function in stack.batch_functions:
+        if function.busy:
+            function.crash()
 
 
 # --- IAM -------------------------------------------------------------------------------------------------------------
@@ -136,10 +148,12 @@ def test_a_grant_taken_from_the_batch_role_fails_every_file(packages: dict[str, 
 
 
 def test_an_invocation_past_its_timeout_is_stopped_and_its_message_returns(packages: dict[str, Path]) -> None:
-    # given a batch function with a 1 s timeout and a file that needs longer
-    with LocalStack(local_config("model-serving-rules-timeout", timeout_s=1), packages) as short:
+    # given one batch worker with a 1 s timeout and a file that needs longer, in one invocation (no fan-out)
+    one_shard = CATALOG.platform.model_copy(update={"batch_shard_bytes": 2**40})
+    catalog = CATALOG.model_copy(update={"platform": one_shard})
+    config = local_config("model-serving-rules-timeout", timeout_s=1, workers=1)
+    with LocalStack(config, packages, catalog) as short:
         assert short.info is not None
-        assert short.batch_function is not None
         admin_s3 = client("s3", short.info.aws_url, short.info.admin)
         bucket = short.info.resources.bucket
         admin_s3.put_object(
@@ -149,7 +163,7 @@ def test_an_invocation_past_its_timeout_is_stopped_and_its_message_returns(packa
         dead = dead_letters(short, client("sqs", short.info.aws_url, short.info.admin))
         assert dead
         assert "slow.jsonl" in dead[0]["Body"]
-        assert short.batch_function.timeouts >= PLATFORM.queue_max_receive_count
+        assert sum(function.timeouts for function in short.batch_functions) >= PLATFORM.queue_max_receive_count
         outputs = output_keys(admin_s3, bucket, f"{PLATFORM.batch_output_prefix}digits/slow.jsonl")
         assert not [key for key in outputs if key.endswith((".summary.json", ".out.jsonl", ".errors.jsonl"))]
 
@@ -157,22 +171,20 @@ def test_an_invocation_past_its_timeout_is_stopped_and_its_message_returns(packa
 def test_a_crash_mid_file_leaves_exactly_one_complete_output_set(stack: LocalStack, s3: Any) -> None:
     # given a file that takes the batch function a while
     assert stack.info is not None
-    assert stack.batch_function is not None
     bucket, rows = stack.info.resources.bucket, 5_000
     key = f"{PLATFORM.batch_input_prefix}digits/rules/crash.jsonl"
-    crashes_before = stack.poller.stats.handler_errors if stack.poller else 0
+    crashes_before = handler_errors(stack)
     s3.put_object(Bucket=bucket, Key=key, Body=digits_file(rows))
     # when the function dies while its results upload is open
     deadline = time.monotonic() + WAIT_S
     while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads") and time.monotonic() < deadline:
         time.sleep(0.05)
-    stack.batch_function.crash()
+    crash_busy_workers(stack)
     # then the redelivery scores the whole file once: every row in exactly one output, no row twice
     summary = json.loads(
         wait_for_object(s3, bucket, f"{PLATFORM.batch_output_prefix}digits/rules/crash.jsonl.summary.json")
     )
-    assert stack.poller is not None
-    assert stack.poller.stats.handler_errors > crashes_before
+    assert handler_errors(stack) > crashes_before
     assert_every_row_once(s3, summary, list(range(1, rows + 1)))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from catalog import load_catalog
@@ -31,3 +33,13 @@ def test_a_queue_that_would_redeliver_a_running_message_is_refused_like_lambda_d
 def test_bad_values_are_named() -> None:
     with pytest.raises(LocalConfigError, match="LOCAL_BATCH_TIMEOUT"):
         LocalConfig.from_env({"LOCAL_BATCH_TIMEOUT": "soon"})
+
+
+def test_batch_workers_default_to_the_cpus_each_with_its_share_of_them() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    default = LocalConfig.from_env({})
+    assert (default.batch_workers, default.batch_worker_threads) == (cpus, max(1, cpus // cpus))
+    given = LocalConfig.from_env({"LOCAL_BATCH_CONCURRENCY": "3", "LOCAL_BATCH_THREADS": "2"})
+    assert (given.batch_workers, given.batch_worker_threads) == (3, 2)
+    with pytest.raises(LocalConfigError, match="LOCAL_BATCH_CONCURRENCY"):
+        LocalConfig.from_env({"LOCAL_BATCH_CONCURRENCY": "many"})

@@ -80,6 +80,8 @@ def test_to_environment_round_trips_every_field() -> None:
         drift_window_hours=6,
         monitoring_bucket="monitoring-bucket",
         capture_prefix="capture/",
+        batch_shard_bytes=4096,
+        batch_queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/batch",
     )
     assert all(getattr(settings, name) != field.default for name, field in Settings.model_fields.items())
     # when the stacks put them in a function's environment, then the function reads back the same settings
