@@ -30,6 +30,7 @@ VARIABLES: dict[str, str] = {
     "batch_input_prefix": "BATCH_INPUT_PREFIX",
     "batch_output_prefix": "BATCH_OUTPUT_PREFIX",
     "batch_rows_per_inference": "BATCH_ROWS_PER_INFERENCE",
+    "length_bucketing": "LENGTH_BUCKETING",
     "max_body_bytes": "MAX_BODY_BYTES",
     "max_response_bytes": "MAX_RESPONSE_BYTES",
     "function_timeout_s": "FUNCTION_TIMEOUT_S",
@@ -60,6 +61,7 @@ class Settings(BaseModel):
     batch_input_prefix: str = "batch/input/"
     batch_output_prefix: str = "batch/output/"
     batch_rows_per_inference: Annotated[int, Field(ge=1, le=4096)] = 64
+    length_bucketing: bool = True  # texts run in sub-batches sorted by token length (off: one padded batch)
     max_body_bytes: Annotated[int, Field(ge=1)] = LAMBDA_PAYLOAD_LIMIT_BYTES
     max_response_bytes: Annotated[int, Field(ge=1)] = LAMBDA_PAYLOAD_LIMIT_BYTES
     # the function's own timeout: endpoint calls (timeouts x attempts) are sized to end before it
