@@ -25,7 +25,16 @@ from bench.measurements import (
 from bench.notes import standing_notes
 from bench.packages import PackageSet, demo_packages, given_packages, quick_packages
 from bench.peak import measure_fp32_peak
-from bench.report import git_revision, machine_description, markdown_table, package_versions, write_chart, write_report
+from bench.report import (
+    git_revision,
+    machine_description,
+    machine_line,
+    markdown_table,
+    package_versions,
+    targets_table,
+    write_chart,
+    write_report,
+)
 from bench.run import Run, SentimentContenders, Settings, log
 from bench.timing import MIN_ITERATIONS, QUICK_ITERATIONS
 from catalog import ROOT, load_catalog
@@ -144,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown_table(run.measurements))
     print(run.sections["placement"]["table"])
+    print(f"Machine: {machine_line(machine)}; {settings.threads} threads for every contender.\n")
+    print(targets_table(run.measurements))
     missed = [m for m in run.measurements if m.met is False]
     print(f"{len(run.measurements)} measurements, {len(missed)} targets missed; {duration:.0f} s")
     print(f"wrote {paths['json']}, {paths['markdown']}, {chart}, {run.sections['placement']['file']}")

@@ -33,8 +33,8 @@ class OnnxBackend:
 
     name = "onnxruntime"
     remote = False
-    max_rows = None
-    call_cost_tokens = CALL_COST_TOKENS
+    max_rows: int | None = None
+    call_cost_tokens: float = CALL_COST_TOKENS
 
     def __init__(self, session: ort.InferenceSession, output_names: list[str]) -> None:
         self.session = session

@@ -57,7 +57,7 @@ class SageMakerBackend:
 
     name = "sagemaker"
     remote = True
-    call_cost_tokens = REMOTE_CALL_COST_TOKENS
+    call_cost_tokens: float = REMOTE_CALL_COST_TOKENS
 
     def __init__(
         self,

@@ -161,8 +161,8 @@ def load_model(package: ModelPackage, settings: Settings, sagemaker_client: Any 
     endpoint = settings.sagemaker_endpoints.get(package.name)
     if not endpoint:
         session = create_session(package.graph_path, settings.intra_op_threads)
-        backend = OnnxBackend(session, processor.graph_output_names)
-        model = ServedModel(package, processor, backend, bucketing=settings.length_bucketing)
+        onnx = OnnxBackend(session, processor.graph_output_names)
+        model = ServedModel(package, processor, onnx, bucketing=settings.length_bucketing)
         model.warm_up()
         return model
     max_batch = settings.sagemaker_max_batch.get(package.name)

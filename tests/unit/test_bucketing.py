@@ -39,9 +39,7 @@ def same_model(model: ServedModel, *, bucketing: bool) -> tuple[ServedModel, Rec
     return ServedModel(model.package, model.processor, backend, bucketing=bucketing), backend  # type: ignore[arg-type]
 
 
-texts = st.lists(
-    st.lists(st.sampled_from(WORDS), min_size=1, max_size=40).map(" ".join), min_size=1, max_size=24
-)
+texts = st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=40).map(" ".join), min_size=1, max_size=24)
 
 
 @pytest.mark.parametrize("name", ["sentiment", "embeddings"])
@@ -81,7 +79,8 @@ def test_bucketing_cuts_the_padded_tokens_the_graph_runs(served_models: dict[str
     real = int(plain.processor.prepare(batch).feeds["attention_mask"].sum())
     padded_off = sum(math.prod(shape) for shape in off.shapes)
     padded_on = sum(math.prod(shape) for shape in on.shapes)
-    assert len(off.shapes) == 1 and off.shapes[0][0] == 32
+    assert len(off.shapes) == 1
+    assert off.shapes[0][0] == 32
     assert len(on.shapes) > 1
     assert real <= padded_on < 0.75 * padded_off, (real, padded_on, padded_off)
 
@@ -122,8 +121,6 @@ def test_outputs_return_to_the_callers_order() -> None:
         return [{"out": np.stack([b["attention_mask"].sum(1), b["input_ids"][:, 0]], axis=1)} for b in batches]
 
     # when it runs bucketed, one row per sub-batch
-    outputs = run_in_groups(
-        {"input_ids": ids, "attention_mask": mask}, run_many, max_rows=1, call_cost_tokens=0
-    )
+    outputs = run_in_groups({"input_ids": ids, "attention_mask": mask}, run_many, max_rows=1, call_cost_tokens=0)
     # then row i is still row i's answer
     assert outputs["out"].tolist() == [[3, 7], [1, 3], [5, 9], [2, 5]]
