@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,29 +41,42 @@ def same_model(model: ServedModel, *, bucketing: bool) -> tuple[ServedModel, Rec
 texts = st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=40).map(" ".join), min_size=1, max_size=24)
 
 
-@pytest.mark.parametrize("name", ["sentiment", "embeddings"])
+def fp32_text_models(models: dict[str, ServedModel]) -> list[ServedModel]:
+    """Text models whose graph is fp32. A dynamically quantised (int8) graph computes its activation scales over the
+    whole batch, so its answer for a text already depends on the batch around it (measured on the demo sentiment
+    package: up to 0.2 in probability between a text alone and in a padded batch of 32), bucketed or not."""
+    return [
+        model
+        for model in models.values()
+        if model.manifest.preprocessing.max_length is not None and model.manifest.graph.precision == "fp32"
+    ]
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=texts)
 def test_bucketed_outputs_equal_unbucketed_in_the_callers_order(
-    served_models: dict[str, ServedModel], name: str, batch: list[str]
+    served_models: dict[str, ServedModel], batch: list[str]
 ) -> None:
-    # given the same model with bucketing on and off, and texts of any lengths in any order
-    bucketed, _ = same_model(served_models[name], bucketing=True)
-    plain, _ = same_model(served_models[name], bucketing=False)
-    # when
-    ours, theirs = bucketed.predict(batch), plain.predict(batch)
-    # then every output matches row for row (to float tolerance: padding is masked, not free of rounding)
-    assert ours.keys() == theirs.keys()
-    for output in ours:
-        if ours[output].dtype == object:
-            assert list(ours[output]) == list(theirs[output])
-        else:
-            np.testing.assert_allclose(ours[output], theirs[output], atol=2e-5, rtol=1e-4)
-    # and each row is that text's own answer, whatever its neighbours
-    alone = plain.predict([batch[-1]])
-    for output in ours:
-        if ours[output].dtype != object:
-            np.testing.assert_allclose(ours[output][-1], alone[output][0], atol=2e-5, rtol=1e-4)
+    models = fp32_text_models(served_models)
+    assert models  # the embeddings package ships fp32
+    for model in models:
+        # given the same model with bucketing on and off, and texts of any lengths in any order
+        bucketed, _ = same_model(model, bucketing=True)
+        plain, _ = same_model(model, bucketing=False)
+        # when
+        ours, theirs = bucketed.predict(batch), plain.predict(batch)
+        # then every output matches row for row (to float tolerance: padding is masked, not free of rounding)
+        assert ours.keys() == theirs.keys()
+        for output in ours:
+            if ours[output].dtype == object:
+                assert list(ours[output]) == list(theirs[output])
+            else:
+                np.testing.assert_allclose(ours[output], theirs[output], atol=2e-5, rtol=1e-4)
+        # and each row is that text's own answer, whatever its neighbours
+        alone = plain.predict([batch[-1]])
+        for output in ours:
+            if ours[output].dtype != object:
+                np.testing.assert_allclose(ours[output][-1], alone[output][0], atol=2e-5, rtol=1e-4)
 
 
 def test_bucketing_cuts_the_padded_tokens_the_graph_runs(served_models: dict[str, ServedModel]) -> None:
