@@ -27,7 +27,16 @@ from bench.measurements import (
 from bench.notes import standing_notes
 from bench.packages import PackageSet, demo_packages, given_packages, quick_packages
 from bench.peak import measure_fp32_peak
-from bench.report import git_revision, machine_description, markdown_table, package_versions, write_chart, write_report
+from bench.report import (
+    git_revision,
+    machine_description,
+    machine_line,
+    markdown_table,
+    package_versions,
+    targets_table,
+    write_chart,
+    write_report,
+)
 from bench.run import Run, SentimentContenders, Settings, log
 from bench.timing import MIN_ITERATIONS, QUICK_ITERATIONS
 from catalog import ROOT, load_catalog
@@ -42,40 +51,54 @@ QUICK_COLD_MODELS = ("sentiment",)  # the slowest pair (torch + transformers) pr
 
 
 def measure_all(settings: Settings, packages: PackageSet) -> Run:
-    """Every measurement in report order: the in-process ones first, then those that start fresh processes."""
+    """Every measurement in report order (or those of the `--only` items): the in-process ones first, then those that
+    start fresh processes."""
     run = Run(settings=settings, packages=packages)
     threads, iterations = settings.threads, settings.iterations
+
+    def wanted(*items: int) -> bool:
+        return not settings.only or bool(set(items) & set(settings.only))
+
     log(f"packages: {packages.origin} ({packages.models_dir}); threads {threads}; iterations {iterations}")
-    log("fp32 peak (large matmul)")
-    peak = measure_fp32_peak(threads, size=1024 if settings.quick else 2048, repeats=2 if settings.quick else 5)
     contenders = SentimentContenders.load(run)
-    log("items 1 + 3: handler vs PyTorch vs raw session, batch 1/8/32")
-    run.add(realtime.measure(run, contenders))
-    log("graph variants (plain torch.onnx.export, ours fp32, ours int8)")
-    variants = contenders.graph_variants(settings)
-    log("item 2: exporter comparison")
-    run.add(graph_export.measure(run, contenders, variants))
-    log("item 4: sequence sweep, roofline, int8 vs fp32")
-    run.add(roofline.measure(run, contenders, variants, peak))
-    log("item 8: embeddings vs sentence-transformers")
-    run.add(embeddings.measure(run, contenders.handler))
-    log("item 10: data capture overhead, batch 1")
-    run.add(capture.measure(run))
-    log("placement latencies (batch 1, every model, 2 threads then 1)")
-    latencies = placement.handler_latencies(run, contenders.handler)
+    if wanted(1, 3):
+        log("items 1 + 3: handler vs PyTorch vs raw session, batch 1/8/32")
+        run.add(realtime.measure(run, contenders))
+    if wanted(2, 4):
+        log("graph variants (plain torch.onnx.export, ours fp32, ours int8)")
+        variants = contenders.graph_variants(settings)
+        log("item 2: exporter comparison")
+        run.add(graph_export.measure(run, contenders, variants))
+        log("fp32 peak (large matmul)")
+        peak = measure_fp32_peak(threads, size=1024 if settings.quick else 2048, repeats=2 if settings.quick else 5)
+        log("item 4: sequence sweep, roofline, int8 vs fp32")
+        run.add(roofline.measure(run, contenders, variants, peak))
+    if wanted(8):
+        log("item 8: embeddings vs sentence-transformers")
+        run.add(embeddings.measure(run, contenders.handler))
+    if wanted(10):
+        log("item 10: data capture overhead, batch 1")
+        run.add(capture.measure(run))
+    if wanted(9):
+        log("placement latencies (batch 1, every model, 2 threads then 1)")
+        latencies = placement.handler_latencies(run, contenders.handler)
     checkpoint = contenders.checkpoint
     del contenders  # the fresh processes below should not share the machine with these models
-    log("item 6: cold starts")
-    cold_starts = cold_start.measure(run)
-    run.add(cold_starts.measurements)
-    log(f"item 5: batch path ({settings.batch_rows:,} rows)")
-    run.add(batch_throughput.measure(run))
-    log("item 5: batch fan-out, 1 and 2 local workers")
-    run.add(batch_scaling.measure(run))
-    log("item 7: payload")
-    run.add(image_payload.measure(run))
-    log("item 9: placement")
-    run.add(placement.measure(run, latencies, cold_starts.peak_rss_mb))
+    if wanted(6, 9):
+        log("item 6: cold starts")
+        cold_starts = cold_start.measure(run)
+        run.add(cold_starts.measurements)
+    if wanted(5):
+        log(f"item 5: batch path ({settings.batch_rows:,} rows)")
+        run.add(batch_throughput.measure(run))
+        log("item 5: batch fan-out, 1 and 2 local workers")
+        run.add(batch_scaling.measure(run))
+    if wanted(7):
+        log("item 7: payload")
+        run.add(image_payload.measure(run))
+    if wanted(9):
+        log("item 9: placement")
+        run.add(placement.measure(run, latencies, cold_starts.peak_rss_mb))
     run.notes.extend(standing_notes(quick=settings.quick, checkpoint=checkpoint))
     return run
 
@@ -89,6 +112,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, help=f"timed iterations per figure (default {MIN_ITERATIONS})")
     parser.add_argument("--batch-rows", type=int, help=f"rows in the batch-path file (default {BATCH_PATH_ROWS:,})")
     parser.add_argument("--offline", action="store_true", help="size requirements from installed metadata, not pip")
+    parser.add_argument(
+        "--only", type=lambda text: tuple(int(item) for item in text.split(",")), default=(),
+        help="measure only these items, e.g. 1,3,5,7,8 (the figures with targets); default: all",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -104,6 +131,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         cold_repeats=1 if args.quick else COLD_START_REPEATS,
         cold_models=QUICK_COLD_MODELS if args.quick else tuple(load_catalog().models),
         offline_payload=args.offline or args.quick,
+        only=args.only,
     )
 
 
@@ -132,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started_at.isoformat(timespec="seconds"),
         "duration_s": duration,
         "quick": settings.quick,
+        "only": settings.only,
         "threads": settings.threads,
         "iterations": settings.iterations,
         "git": git_revision(ROOT),
@@ -149,10 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(settings.out, run.measurements, run=run_info, sections=run.sections, notes=run.notes)
     print()
     print(markdown_table(run.measurements))
-    print(run.sections["placement"]["table"])
+    if "placement" in run.sections:
+        print(run.sections["placement"]["table"])
+    print(f"Machine: {machine_line(machine)}; {settings.threads} threads for every contender.\n")
+    print(targets_table(run.measurements))
     missed = [m for m in run.measurements if m.met is False]
     print(f"{len(run.measurements)} measurements, {len(missed)} targets missed; {duration:.0f} s")
-    print(f"wrote {paths['json']}, {paths['markdown']}, {chart}, {run.sections['placement']['file']}")
+    print(f"wrote {paths['json']}, {paths['markdown']}, {chart}")
     return 0
 
 

@@ -30,14 +30,14 @@ def folder_bytes(folder: Path) -> int:
 
 
 def pip_target_size(target: Path, requirements: Path = REQUIREMENTS) -> InstalledSize:
-    """`pip install --target` as the image build does it; reused while the requirements file is unchanged."""
+    """`pip install --no-deps --target` as the image build does it; reused while the requirements file is unchanged."""
     digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
     stamp = target / STAMP
     if not (stamp.is_file() and stamp.read_text() == digest):
         shutil.rmtree(target, ignore_errors=True)
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-cache-dir",
-             "--target", str(target), "-r", str(requirements)],
+             "--no-deps", "--target", str(target), "-r", str(requirements)],
             check=True,
         )  # fmt: skip
         stamp.write_text(digest)
@@ -58,41 +58,22 @@ def _canonical(name: str) -> str:
 
 
 def metadata_size(requirements: Path = REQUIREMENTS) -> InstalledSize:
-    """Offline estimate: the files the installed distributions (and their dependencies) put on disk here."""
-    seen: set[str] = set()
-    pending = [_canonical(name) for name in _requirement_names(requirements)]
+    """Offline estimate: the files the listed distributions put on disk here (the image installs them --no-deps, so
+    the list is complete: no dependency is walked)."""
     sizes: dict[str, int] = {}
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
+    for name in map(_canonical, _requirement_names(requirements)):
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             continue
         files = [Path(str(file.locate())) for file in dist.files or []]
         sizes[name] = sum(path.stat().st_size for path in files if path.is_file())
-        for requirement in dist.requires or []:
-            marker = requirement.partition(";")[2].replace("'", '"')
-            if "extra ==" in marker and not any(f'extra == "{extra}"' in marker for extra in _extras(name)):
-                continue
-            pending.append(_canonical(re.split(r"[\[=<>!~;( ]", requirement, maxsplit=1)[0]))
     ranked = sorted(sizes.items(), key=lambda item: -item[1])
     return InstalledSize(
         bytes=sum(sizes.values()),
         method="installed distributions' RECORD files (offline estimate)",
         by_distribution_mb={name: round(size / 1e6, 1) for name, size in ranked},
     )
-
-
-def _extras(name: str) -> set[str]:
-    extras: set[str] = set()
-    for line in REQUIREMENTS.read_text().splitlines():
-        match = re.match(rf"^\s*{re.escape(name)}\[([^\]]+)\]", line, flags=re.IGNORECASE)
-        if match:
-            extras.update(part.strip() for part in match.group(1).split(","))
-    return extras
 
 
 def requirements_size(target: Path, *, offline: bool) -> InstalledSize:

@@ -31,6 +31,7 @@ class Settings:
     cold_repeats: int
     cold_models: tuple[str, ...]
     offline_payload: bool
+    only: tuple[int, ...] = ()  # items to measure (--only); empty: every item
 
 
 @dataclass

@@ -1,7 +1,8 @@
-"""Item 5: rows/s through the local stack's S3 batch path vs raw ORT over the same rows and rows per call.
+"""Item 5: rows/s through the local stack's S3 batch path vs raw ORT over the same rows and rows per call, and vs the
+same path unbucketed (the batch path before length bucketing), on the same file.
 
-Both sides run in one fresh `python -m bench.probes.batch_path` process (stack first, then raw), so neither inherits
-the other's memory, nor this process's.
+Every side runs in one fresh `python -m bench.probes.batch_path` process (the stack, the unbucketed stack, then raw),
+so none inherits another's memory, nor this process's.
 """
 
 from __future__ import annotations
@@ -16,8 +17,20 @@ def measure(run: Run) -> list[Measurement]:
     rows_per_call = load_catalog().platform.batch_rows_per_inference
     package, rows, threads = run.packages.package("sentiment"), run.settings.batch_rows, run.settings.threads
     sides = run_probe("batch_path", [str(package), str(rows), str(threads), str(rows_per_call)])
-    path, raw = sides["path"], sides["raw"]
+    path, unbucketed, raw = sides["path"], sides["unbucketed"], sides["raw"]
     return [
+        compare(
+            5,
+            f"batch path, {path['rows']:,} JSONL rows: length-bucketed vs unbucketed, same file (ms/row)",
+            MedianP95(1000 / path["rows_per_s"]),
+            MedianP95(1000 / unbucketed["rows_per_s"]),
+            baseline_name="the same path with LENGTH_BUCKETING=false (one padded batch per chunk)",
+            ratio=float(path["rows_per_s"] / unbucketed["rows_per_s"]),
+            ratio_means="bucketed rows/s / unbucketed rows/s (one pass each; ms/row columns)",
+            target=Target(">=", 1.5),
+            headline="batch path rows/s vs the unbucketed batch path, same file",
+            detail={"unbucketed": unbucketed},
+        ),
         compare(
             5,
             f"batch path, {path['rows']:,} JSONL rows: S3 → SQS → handler → S3 vs raw ORT (ms/row)",
@@ -28,5 +41,5 @@ def measure(run: Run) -> list[Measurement]:
             ratio_means="batch-path rows/s / raw rows/s (one pass each; ms/row columns)",
             target=Target(">=", 0.8),
             detail={"path": path, "raw": raw},
-        )
+        ),
     ]

@@ -44,6 +44,7 @@ def measure(run: Run, handler: ApiHandler) -> list[Measurement]:
             ratio="baseline / ours",
             ratio_means="sentence-transformers median / handler median (speed-up)",
             target=Target(">=", 2.0),
+            headline=f"embeddings vs sentence-transformers encode, batch {EMBEDDING_BATCH} of real tweets",
             detail={
                 "handler_sentences_per_s": handler_t.items_per_s(EMBEDDING_BATCH),
                 "sentence_transformers_sentences_per_s": st_t.items_per_s(EMBEDDING_BATCH),

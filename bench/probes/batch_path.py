@@ -1,8 +1,9 @@
 """The batch-path probe: a JSONL file of real tweets through the whole S3 batch path on the local stack, then raw ORT.
 
 upload → S3 notification → SQS → poller → batch handler → results + summary in S3, timed from the upload to the
-summary. Runs as `python -m bench.probes.batch_path <package dir> <rows> <threads> <rows per call>` in a fresh
-process, so the local stack's (moto, poller, handlers) peak RSS is its own; prints one JSON line.
+summary; then the same file through a stack whose functions run unbucketed (LENGTH_BUCKETING=false: the batch path
+before length bucketing). Runs as `python -m bench.probes.batch_path <package dir> <rows> <threads> <rows per call>`
+in a fresh process, so the local stack's (moto, poller, handlers) peak RSS is its own; prints one JSON line.
 """
 
 from __future__ import annotations
@@ -34,18 +35,24 @@ def _wait_for_summary(s3: Any, bucket: str, key: str, timeout_s: float) -> dict[
     raise TimeoutError(f"no summary at s3://{bucket}/{key} within {timeout_s:.0f} s")
 
 
-def through_local_stack(package_dir: Path, texts: list[str], threads: int) -> dict[str, Any]:
+def through_local_stack(package_dir: Path, texts: list[str], threads: int, *, bucketing: bool) -> dict[str, Any]:
     """The full path on the local stack; rows/s from the upload to the summary's appearance."""
     os.environ["ORT_THREADS"] = str(threads)
     from catalog import load_catalog
+    from functions.runtime.settings import Settings
     from local.clients import client
     from local.config import LocalConfig
     from local.stack import LocalStack
 
+    class Stack(LocalStack):
+        def function_settings(self, models_dir: str, endpoints: dict[str, str], bucket: str) -> Settings:
+            settings = super().function_settings(models_dir, endpoints, bucket)
+            return settings.model_copy(update={"length_bucketing": bucketing})
+
     platform = load_catalog().platform
     config = LocalConfig(api_port=0, aws_port=0, sagemaker_port=0, poll_wait_s=1, batch_concurrency=1)
     body = jsonl_body(texts)
-    with LocalStack(config, {MODEL: package_dir}) as stack:
+    with Stack(config, {MODEL: package_dir}) as stack:
         assert stack.info is not None
         (batch_function,) = stack.batch_functions
         assert batch_function.pid is not None
@@ -102,9 +109,10 @@ def main(argv: list[str]) -> None:
 
     package_dir, rows, threads, batch_size = Path(argv[0]), int(argv[1]), int(argv[2]), int(argv[3])
     texts = list(rows_cycle(rows))
-    path = through_local_stack(package_dir, texts, threads)
+    path = through_local_stack(package_dir, texts, threads, bucketing=True)
+    unbucketed = through_local_stack(package_dir, texts, threads, bucketing=False)
     raw = raw_onnxruntime(package_dir, texts, threads, batch_size)
-    print(json.dumps({"path": path, "raw": raw}))
+    print(json.dumps({"path": path, "unbucketed": unbucketed, "raw": raw}))
 
 
 if __name__ == "__main__":

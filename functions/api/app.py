@@ -14,7 +14,6 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.api.body import parse_json_body
@@ -181,10 +180,12 @@ def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunc
     routes.append(("GET", "/openapi.json"))
     register_error_handlers(app, logger=logger, max_body_bytes=settings.max_body_bytes, routes=routes)
 
-    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+    @logger.inject_lambda_context
     @tracer.capture_lambda_handler(capture_response=False)  # responses can be large (embeddings); keep traces small
     @metrics.log_metrics(capture_cold_start_metric=True)
     def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        # the request id as correlation id: a dict lookup, not a JMESPath search of the event on every request
+        logger.set_correlation_id((event.get("requestContext") or {}).get("requestId"))
         response = app.resolve(event, context)
         path = event.get("rawPath") or ""
         count_error_answer(metrics, response["statusCode"], path, models, settings.service_name)

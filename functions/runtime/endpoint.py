@@ -1,7 +1,8 @@
 """A SageMaker (Triton) endpoint as an inference backend: Open Inference Protocol v2 JSON through InvokeEndpoint.
 
-Two limits shape it. Triton refuses a batch over its config's max_batch_size, so a larger batch goes as chunks of
-that size, concurrently (one round, so a request costs one call's time) and reassembled in order. And the function
+Two limits shape it. Triton refuses a batch over its config's max_batch_size, so a larger batch goes as sub-batches
+of at most that size (planned by `functions.runtime.bucketing`: as few as fit, cut by token length), concurrently
+(one round, so a request costs one call's time). And the function
 has a timeout of its own: the client's connect and read timeouts times its attempts end well before it, so a slow
 endpoint is a 504 with a JSON body rather than the platform's bare 503 for a function that ran out of time.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +28,8 @@ RETRY_BACKOFF_S = 1.0  # botocore's standard mode waits at most 1 s before its f
 CONNECT_TIMEOUT_S = 2.0
 MIN_ATTEMPT_S = 0.5  # a function of a second or two cannot fit two endpoint calls; it still gets one short try
 MAX_CHUNK_WORKERS = 16
+# A call is a network round trip, dearer than any padding it could save: as few calls as max_batch_size allows.
+REMOTE_CALL_COST_TOKENS = 1e9
 
 
 def endpoint_client_config(function_timeout_s: float, max_connections: int = 10) -> Config:
@@ -54,6 +57,7 @@ class SageMakerBackend:
 
     name = "sagemaker"
     remote = True
+    call_cost_tokens: float = REMOTE_CALL_COST_TOKENS
 
     def __init__(
         self,
@@ -67,17 +71,16 @@ class SageMakerBackend:
         self.client = client
         self.endpoint_name = endpoint_name
         self.output_names = output_names
-        self.max_batch = max_batch
+        self.max_rows = max_batch
         self._chunks = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{endpoint_name}-chunk")
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        size = len(next(iter(feeds.values())))
-        if self.max_batch is None or size <= self.max_batch:
-            return self._invoke(feeds)
-        starts = range(0, size, self.max_batch)
-        chunks = [{name: array[start : start + self.max_batch] for name, array in feeds.items()} for start in starts]
-        parts = list(self._chunks.map(self._invoke, chunks))
-        return {name: np.concatenate([part[name] for part in parts]) for name in self.output_names}
+        return self._invoke(feeds)
+
+    def run_many(self, batches: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        if len(batches) == 1:
+            return [self._invoke(batches[0])]
+        return list(self._chunks.map(self._invoke, batches))
 
     def _invoke(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One InvokeEndpoint call; every failure is a BackendError (a timeout its own kind, for a 504)."""

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from functions.runtime.backends import InferenceBackend, OnnxBackend
+from functions.runtime.bucketing import run_in_groups
 from functions.runtime.capture import Capture
 from functions.runtime.endpoint import SageMakerBackend, chunk_workers, endpoint_client_config
 from functions.runtime.errors import BackendError, UnknownModelError
@@ -58,13 +59,17 @@ class ServedModel:
     """preprocess -> backend -> postprocess, with the package's manifest as the contract.
 
     Callers hand in batches already checked at their edge (`check_batch` for v2 tensors, `check_instance` for v1
-    instances and batch rows); the model does not check them again.
+    instances and batch rows); the model does not check them again. A batch of texts runs length-bucketed
+    (`functions.runtime.bucketing`) unless `bucketing` is off.
     """
 
-    def __init__(self, package: ModelPackage, processor: TaskProcessor, backend: InferenceBackend) -> None:
+    def __init__(
+        self, package: ModelPackage, processor: TaskProcessor, backend: InferenceBackend, *, bucketing: bool = True
+    ) -> None:
         self.package = package
         self.processor = processor
         self.backend = backend
+        self.bucketing = bucketing
         self.warmed = False
         self.capture: Capture | None = None  # set once warm: warm-up and readiness probes are not traffic
         self._remote_ready = False
@@ -113,7 +118,15 @@ class ServedModel:
     def score(self, batch: Any) -> tuple[Prepared, dict[str, np.ndarray]]:
         """preprocess -> backend -> postprocess and nothing else; raises BackendError when the graph's runner fails."""
         prepared = self.processor.prepare(batch)
-        outputs = self.processor.finish(self.backend.run(prepared.feeds))
+        backend = self.backend
+        graph_outputs = run_in_groups(
+            prepared.feeds,
+            backend.run_many,
+            max_rows=backend.max_rows,
+            call_cost_tokens=backend.call_cost_tokens,
+            bucketing=self.bucketing,
+        )
+        outputs = self.processor.finish(graph_outputs)
         if self.backend.remote:
             self._remote_answered(ready=True)
         return prepared, outputs
@@ -159,7 +172,8 @@ def load_model(package: ModelPackage, settings: Settings, sagemaker_client: Any 
     endpoint = settings.sagemaker_endpoints.get(package.name)
     if not endpoint:
         session = create_session(package.graph_path, settings.intra_op_threads)
-        model = ServedModel(package, processor, OnnxBackend(session, processor.graph_output_names))
+        onnx = OnnxBackend(session, processor.graph_output_names)
+        model = ServedModel(package, processor, onnx, bucketing=settings.length_bucketing)
         model.warm_up()
         model.capture = capture_for(package, processor, settings)
         return model
@@ -174,7 +188,7 @@ def load_model(package: ModelPackage, settings: Settings, sagemaker_client: Any 
     backend = SageMakerBackend(
         sagemaker_client, endpoint, processor.graph_output_names, max_batch=max_batch, workers=workers
     )
-    model = ServedModel(package, processor, backend)
+    model = ServedModel(package, processor, backend, bucketing=settings.length_bucketing)
     model.capture = capture_for(package, processor, settings)
     return model
 

@@ -34,6 +34,7 @@ VARIABLES: dict[str, str] = {
     "batch_rows_per_inference": "BATCH_ROWS_PER_INFERENCE",
     "batch_shard_bytes": "BATCH_SHARD_BYTES",
     "batch_queue_url": "BATCH_QUEUE_URL",
+    "length_bucketing": "LENGTH_BUCKETING",
     "max_body_bytes": "MAX_BODY_BYTES",
     "max_response_bytes": "MAX_RESPONSE_BYTES",
     "function_timeout_s": "FUNCTION_TIMEOUT_S",
@@ -80,6 +81,7 @@ class Settings(BaseModel):
     # a file larger than one shard fans out: shard messages go to the function's own queue (both unset: never)
     batch_shard_bytes: Annotated[int, Field(ge=1)] | None = None
     batch_queue_url: str | None = None
+    length_bucketing: bool = True  # texts run in sub-batches sorted by token length (off: one padded batch)
     max_body_bytes: Annotated[int, Field(ge=1)] = LAMBDA_PAYLOAD_LIMIT_BYTES
     max_response_bytes: Annotated[int, Field(ge=1)] = LAMBDA_PAYLOAD_LIMIT_BYTES
     # the function's own timeout: endpoint calls (timeouts x attempts) are sized to end before it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -413,3 +414,28 @@ def test_backend_failure_is_a_502_without_internals(
     status, body, _ = call("POST", "/v2/models/sentiment/infer", text_request("a"))
     assert status == 502
     assert body == {"error": "the model backend failed; see the function logs"}
+
+
+def test_log_lines_carry_the_request_id_as_correlation_id(
+    api_handler: ApiFunction,
+    load_event: Callable[[str], dict],
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(feeds: dict) -> dict:
+        raise BackendError("onnxruntime failed")
+
+    monkeypatch.setattr(api_handler.models["sentiment"].backend, "run", broken)
+    formatter = logging.getLogger(api_handler.settings.service_name).handlers[0].formatter
+    assert formatter is not None
+    for request_id in ("first-request-id", "second-request-id"):
+        event = api_event(load_event("apigw_v2_health_ready"), "POST", "/v2/models/sentiment/infer", text_request("a"))
+        event["requestContext"]["requestId"] = request_id
+        caplog.clear()
+        api_handler.lambda_handler(event, lambda_context)
+        # the function's own JSON line for the failure, as CloudWatch receives it
+        service = api_handler.settings.service_name
+        lines = [json.loads(formatter.format(record)) for record in caplog.records if record.name == service]
+        failures = [line for line in lines if line["message"] == "inference backend failed"]
+        assert [line["correlation_id"] for line in failures] == [request_id]

@@ -187,7 +187,9 @@ def test_a_batch_within_the_max_batch_is_one_call(serving_packages: dict[str, Pa
     remote = endpoint_model(serving_packages, tmp_path / "models", stand_in, sagemaker_max_batch={"embeddings": 4})
     remote.predict(["one", "two", "three", "four"])
     remote.predict(["one", "two", "three", "four", "five"])
-    assert stand_in.batch_sizes == [4, 4, 1]
+    # then four texts are one call, five are two (as few as max_batch_size allows, cut by token length)
+    assert stand_in.batch_sizes[0] == 4
+    assert sorted(stand_in.batch_sizes[1:]) in ([1, 4], [2, 3])
 
 
 @pytest.mark.parametrize("function_timeout_s", [3, 10, 25, 300])

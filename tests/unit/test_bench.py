@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from bench import placement
 from bench.peak import matmul_flops
-from bench.report import Measurement, MedianP95, Target, compare, markdown_table, write_report
+from bench.report import Measurement, MedianP95, Target, compare, markdown_table, targets_table, write_report
 from bench.timing import Timing, by_step, time_side_by_side
 from catalog import load_catalog
 
@@ -104,6 +104,7 @@ def test_compare_keeps_a_given_ratio_and_leaves_absent_figures_empty() -> None:
         "baseline_median_ms": None,
         "baseline_p95_ms": None,
         "ratio_means": "MB / limit",
+        "headline": None,
         "detail": {},
         "met": True,
     }
@@ -143,6 +144,21 @@ def test_report_files_hold_every_measurement(tmp_path: Path) -> None:
     assert markdown_table(measurements) in markdown
     assert "| **no** |" in markdown
     assert "a note" in markdown
+    assert "Machine: cpu, 2 logical CPUs (avx2), 1 GiB" in markdown
+
+
+def test_the_targets_table_holds_each_headline_beside_its_target() -> None:
+    measurements = [
+        compare(1, "b1", None, ratio=3.6, ratio_means="x", target=Target(">=", 3.5), headline="handler vs PyTorch"),
+        compare(7, "payload", None, ratio=262.0, ratio_means="MB", target=Target("<=", 250, " MB"), headline="payload"),
+        compare(2, "not a headline", None, ratio=0.5, ratio_means="x", target=Target("<=", 1.0)),
+    ]
+
+    table = targets_table(measurements)
+
+    assert "| handler vs PyTorch | 3.60x | >= 3.5x | met |" in table
+    assert "| payload | 262.00 MB | <= 250 MB | **missed** |" in table
+    assert "not a headline" not in table
 
 
 def _matmul_graph(path: Path) -> Path:

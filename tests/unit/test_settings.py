@@ -66,6 +66,7 @@ def test_to_environment_round_trips_every_field() -> None:
         batch_input_prefix="in/",
         batch_output_prefix="out/",
         batch_rows_per_inference=16,
+        length_bucketing=False,
         max_body_bytes=1024,
         service_name="svc",
         metrics_namespace="Ns",
