@@ -77,25 +77,23 @@ def training_image_uri(region: str, tag: str = PYTORCH_TRAINING_TAG) -> str:
     return f"{account}.dkr.ecr.{region}.{domain}/{PYTORCH_TRAINING_REPOSITORY}:{tag}"
 
 
-# Outside training/, the job reads the catalog and writes through the package contract (torch-free, pydantic only).
-SHARED_SOURCES = (
-    "catalog.py",
-    "models.toml",
-    "functions/__init__.py",
-    "functions/runtime/__init__.py",
-    "functions/runtime/errors.py",
-    "functions/runtime/package.py",
-    "functions/runtime/task_registry.py",
-)
+# Outside training/, the job reads the catalog, writes through the package contract and profiles the package through
+# the serving code for its drift reference (torch-free: numpy, pydantic, onnxruntime, tokenizers).
+SHARED_SOURCES = ("catalog.py", "models.toml", "functions/__init__.py")
+SHARED_TREES = ("functions/runtime", "functions/monitoring")
+
+
+def _tree(folder: str) -> list[Path]:
+    return [
+        path
+        for path in sorted((ROOT / folder).rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    ]
 
 
 def _source_files() -> list[tuple[Path, str]]:
-    files = [
-        (path, path.relative_to(ROOT).as_posix())
-        for path in sorted((ROOT / "training").rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
-    ]
-    return [*files, *((ROOT / name, name) for name in SHARED_SOURCES)]
+    files = [path for folder in ("training", *SHARED_TREES) for path in _tree(folder)]
+    return [*((path, path.relative_to(ROOT).as_posix()) for path in files), *((ROOT / n, n) for n in SHARED_SOURCES)]
 
 
 def _container_requirements() -> bytes:
