@@ -1,6 +1,7 @@
 """The fan-out probe: one big file through the local stack's batch path, scored by N concurrent batch workers.
 
 `python -m bench.probes.batch_fanout <model> <package dir> <rows> <workers> <threads per worker> <shard bytes>`
+(the package dir is a version folder, or a model's folder `build/models/<model>` for the version its lock serves)
 writes the file (sentiment: the test tweets repeated and varied; digits: the test images with noise) to disk, uploads
 it, times upload → summary, checks every input line is in the outputs exactly once, and prints one JSON line: rows/s,
 rows lost and duplicated, the longest invocation as a share of the timeout, and each worker's peak RSS.
@@ -160,7 +161,12 @@ def through_local_stack(
 
 
 def main(argv: list[str]) -> None:
+    from functions.runtime.package import MANIFEST_FILE
+    from registry.store import approved_package_dir
+
     model, package_dir, rows, workers, threads, shard_bytes = argv
+    if not (Path(package_dir) / MANIFEST_FILE).is_file():
+        package_dir = str(approved_package_dir(model, Path(package_dir).parent))
     print(
         json.dumps(
             through_local_stack(model, Path(package_dir), int(rows), int(workers), int(threads), int(shard_bytes))

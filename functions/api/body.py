@@ -1,5 +1,9 @@
-"""Request bodies as strict JSON: every body the standard parser would choke on becomes a JSONDecodeError, which the
-resolver's validation turns into a 400 (`malformed JSON body: ...`), never a 500.
+"""Request bodies as strict JSON, validated once against the route's compiled pydantic model: every failure is a
+RequestValidationError, which the error handlers answer 400 (`malformed JSON body: ...`, `invalid request: ...`).
+
+The resolver's own OpenAPI validation is off: it re-inspected each route's signature and rebuilt the headers on every
+request, 36 µs of a batch-1 request's 230 µs of handler work. `with_validated_body` keeps the route's signature, so the
+OpenAPI document still describes the body.
 
 `json.loads` alone raises RecursionError for deep nesting, a bare ValueError for integer literals over Python's digit
 limit, and accepts NaN/Infinity, which are not JSON. A body that is not UTF-8 never reaches the parser: Powertools
@@ -10,11 +14,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import inspect
 import json
 import sys
-from typing import Any, NoReturn
+import typing
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from pydantic import BaseModel, ValidationError
+
+Body = TypeVar("Body", bound=BaseModel)
 
 MAX_INTEGER_DIGITS = sys.get_int_max_str_digits()
 
@@ -47,3 +60,41 @@ def is_undecodable_body(event: APIGatewayProxyEventV2, error: UnicodeDecodeError
         return base64.b64decode(event.body) == error.object
     except binascii.Error:
         return False
+
+
+def read_body(event: APIGatewayProxyEventV2, model: type[Body]) -> Body:
+    """The body as `model`, or a RequestValidationError whose problems are located under `body` (as the resolver's
+    validation would have put them)."""
+    try:
+        document = event.json_body
+    except json.JSONDecodeError as error:
+        problem = {"type": "json_invalid", "loc": ("body", error.pos), "msg": "JSON decode error"}
+        raise RequestValidationError([{**problem, "ctx": {"error": error.msg}}]) from None
+    if document is None:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required"}])
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        problems = error.errors(include_url=False, include_input=False)
+        raise RequestValidationError([{**problem, "loc": ("body", *problem["loc"])} for problem in problems]) from None
+
+
+def with_validated_body(app: APIGatewayHttpResolver, route: Callable[..., Any]) -> Callable[..., Any]:
+    """`route`, handed its pydantic-model parameter (if it has one) read from the current request's body."""
+    hints = typing.get_type_hints(route)
+    bodies = [
+        (name, hint)
+        for name, hint in hints.items()
+        if name != "return" and isinstance(hint, type) and issubclass(hint, BaseModel)
+    ]
+    if not bodies:
+        return route
+    ((parameter, model),) = bodies
+
+    @functools.wraps(route)
+    def with_body(**path_parameters: Any) -> Any:
+        return route(**path_parameters, **{parameter: read_body(app.current_event, model)})
+
+    # the route's signature, its annotations resolved where it was written: the OpenAPI document reads it from here
+    with_body.__signature__ = inspect.signature(route, eval_str=True)  # type: ignore[attr-defined]
+    return with_body

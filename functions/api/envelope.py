@@ -3,6 +3,8 @@ size of the answer, which must fit Lambda's response payload limit once wrapped 
 
 from __future__ import annotations
 
+import json
+
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from functions.runtime.errors import TooManyInstancesError
@@ -73,8 +75,11 @@ def check_instance_count(model: ServedModel, count: int, max_instances: int) -> 
 
 
 def wrapped_size(body: str) -> int:
-    """Bytes of the proxy response Lambda serialises around `body`: an ASCII JSON body (json.dumps escapes the rest)
-    grows by one byte per quote and backslash when it is embedded as a JSON string."""
+    """Bytes of the proxy response Lambda serialises around `body`: embedded as a JSON string, an ASCII body grows by
+    one byte per quote and backslash; a body with other characters (orjson writes them as they are) is measured as
+    json.dumps escapes it, \\uXXXX each."""
+    if not body.isascii():
+        return len(json.dumps(body)) - 2 + RESPONSE_ENVELOPE_BYTES
     return len(body) + body.count('"') + body.count("\\") + RESPONSE_ENVELOPE_BYTES
 
 

@@ -16,6 +16,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel
 
 from functions.api.body import is_undecodable_body
 from functions.api.envelope import (
@@ -30,6 +31,7 @@ from functions.runtime.errors import (
     BackendError,
     BackendTimeoutError,
     InputError,
+    OutputError,
     TooManyInstancesError,
     UnknownModelError,
 )
@@ -78,6 +80,12 @@ def describe_validation_errors(errors: Any) -> str:
         field = ".".join(location[1:] if location[:1] == ["body"] else location) or "body"
         problems.append(f"{field}: {problem.get('msg', kind)}")
     return "invalid request: " + "; ".join(problems)
+
+
+class ErrorBody(BaseModel):
+    """Every error answer's body."""
+
+    error: str
 
 
 def register_error_handlers(
@@ -138,6 +146,11 @@ def register_error_handlers(
         if allowed:
             return envelope_error(MethodNotAllowedError(f"{method} is not allowed on {path}", allowed))
         return error_response(HTTPStatus.NOT_FOUND, f"no route for {method} {path}")
+
+    @app.exception_handler(OutputError)
+    def unsendable_output(error: OutputError) -> Response:
+        logger.error("model output not sendable", extra={"reason": str(error)})
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, str(error))
 
     @app.exception_handler(BackendError)
     def backend_failed(error: BackendError) -> Response:

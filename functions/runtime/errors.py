@@ -21,6 +21,11 @@ class TooManyInstancesError(InputError):
     """More instances in one request than the model's max_instances allows."""
 
 
+class OutputError(ServingError):
+    """The model answered this input with values JSON cannot carry (NaN, infinity): a server-side error of this
+    input alone (a batch row fails by itself; the backend is fine and nothing is retried)."""
+
+
 class BackendError(ServingError):
     """The inference backend (ONNX Runtime or a SageMaker endpoint) failed: a server-side error."""
 

@@ -17,7 +17,7 @@ from functions.runtime.backends import InferenceBackend, OnnxBackend
 from functions.runtime.bucketing import run_in_groups
 from functions.runtime.capture import Capture
 from functions.runtime.endpoint import SageMakerBackend, chunk_workers, endpoint_client_config
-from functions.runtime.errors import BackendError, UnknownModelError
+from functions.runtime.errors import BackendError, OutputError, UnknownModelError
 from functions.runtime.package import (
     MANIFEST_FILE,
     Manifest,
@@ -127,6 +127,7 @@ class ServedModel:
             bucketing=self.bucketing,
         )
         outputs = self.processor.finish(graph_outputs)
+        check_finite(outputs)
         if self.backend.remote:
             self._remote_answered(ready=True)
         return prepared, outputs
@@ -151,6 +152,14 @@ class ServedModel:
         """One real run at init, so the first request does not pay for lazy allocations."""
         self.score(self.processor.example_batch())
         self.warmed = True
+
+
+def check_finite(outputs: Mapping[str, np.ndarray]) -> None:
+    """NaN and infinity are not JSON: an answer holding them is refused here, once for every path (the API's encoder
+    would write them as null, the batch path's as invalid JSON)."""
+    for name, array in outputs.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise OutputError(f"the model's output {name!r} holds NaN or infinite values for this input")
 
 
 def package_dirs(models_dir: Path) -> list[Path]:

@@ -43,6 +43,12 @@ class RequestInput(BaseModel):
     parameters: dict[str, Any] | None = None
     data: list[Any]
 
+    def __repr_args__(self) -> Any:
+        """Without the data: Powertools formats the route's arguments into a debug line on every request (whether
+        debug logging is on or not), and a repr of every pixel or text cost more than the rest of the request."""
+        yield from ((name, value) for name, value in super().__repr_args__() if name != "data")
+        yield "data", f"<{len(self.data)} items>"
+
 
 class RequestOutput(BaseModel):
     """An output the caller asks for (v2 `outputs`); the default is every output."""

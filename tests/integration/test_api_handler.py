@@ -416,6 +416,48 @@ def test_backend_failure_is_a_502_without_internals(
     assert body == {"error": "the model backend failed; see the function logs"}
 
 
+DIGIT = (np.arange(64) % 17).reshape(8, 8).tolist()
+DIGIT_TENSOR = {"name": "pixels", "shape": [1, 8, 8], "datatype": "FP32", "data": [DIGIT]}
+DIGIT_REQUESTS = {
+    "v2": ("/v2/models/digits/infer", {"inputs": [DIGIT_TENSOR]}),
+    "v1": ("/v1/models/digits:predict", {"instances": [DIGIT]}),
+}
+
+
+def numbers_in(document: Any) -> list[Any]:
+    """Every leaf of a JSON document that stands where a number should (None included)."""
+    if isinstance(document, dict):
+        return [leaf for value in document.values() for leaf in numbers_in(value)]
+    if isinstance(document, list):
+        return [leaf for value in document for leaf in numbers_in(value)]
+    return [] if isinstance(document, str | bool) else [document]
+
+
+@pytest.mark.parametrize("protocol", DIGIT_REQUESTS)
+def test_a_nan_output_is_a_500_naming_it_never_a_null_score(
+    call: Call, api_handler: ApiFunction, monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    # given a graph that answers NaN logits (a broken model, not a broken backend)
+    backend = api_handler.models["digits"].backend
+    real_run = backend.run
+
+    def nan_logits(feeds: dict) -> dict:
+        return {name: np.full_like(value, np.nan) for name, value in real_run(feeds).items()}
+
+    monkeypatch.setattr(backend, "run", nan_logits)
+    path, request = DIGIT_REQUESTS[protocol]
+    # when
+    status, body, _ = call("POST", path, request)
+    # then the answer says what is wrong, instead of scores JSON cannot carry
+    assert status == 500
+    assert "NaN or infinite" in body["error"]
+    # and without the check, the fast encoder would have sent a 200 with nulls where the scores belong
+    monkeypatch.setattr("functions.runtime.models.check_finite", lambda outputs: None)
+    status, body, _ = call("POST", path, request)
+    assert status == 200
+    assert None in numbers_in(body)
+
+
 def test_log_lines_carry_the_request_id_as_correlation_id(
     api_handler: ApiFunction,
     load_event: Callable[[str], dict],

@@ -45,6 +45,16 @@ def test_single_text_has_no_padding(sentiment: ServedModel) -> None:
     assert prepared.feeds["attention_mask"].all()
 
 
+@pytest.mark.parametrize("text", ["just one", "Ünïcödé and CJK 漢字!", "word " * 300])
+def test_a_lone_text_is_tokenised_as_in_a_batch_of_one(sentiment: ServedModel, text: str) -> None:
+    # the lone-text path skips padding (a third of a tweet's tokenising time); the ids and mask must not change
+    alone = sentiment.processor.prepare([text])
+    (reference,) = sentiment.processor.tokenizer.encode_batch([text])
+    assert alone.feeds["input_ids"].tolist() == [reference.ids]
+    assert alone.feeds["attention_mask"].tolist() == [reference.attention_mask]
+    assert alone.truncated == ([0] if reference.overflowing else [])
+
+
 def test_long_text_is_truncated_at_max_length_and_reported(sentiment: ServedModel) -> None:
     max_length = sentiment.manifest.preprocessing.max_length
     prepared = sentiment.processor.prepare(["short", "word " * (3 * max_length)])

@@ -177,3 +177,15 @@ def test_valid_tensors_decode_to_their_declared_shape_and_datatype(
     assert decoded.shape == tuple(tensor.shape)
     assert decoded.dtype == NUMPY_DTYPES[spec.datatype]
     np.testing.assert_array_equal(decoded.ravel(), np.asarray(flat, dtype=NUMPY_DTYPES[spec.datatype]))
+
+
+def test_a_request_s_repr_leaves_the_tensor_data_out() -> None:
+    # Powertools formats the route's arguments into a debug line on every request; 10,000 pixels must not be printed
+    pixels = list(range(10_000))
+    request = InferRequest.model_validate(
+        {"inputs": [{"name": "pixels", "shape": [10_000], "datatype": "FP32", "data": pixels}]}
+    )
+    text = repr(request)
+    assert "pixels" in text
+    assert "10000 items" in text
+    assert len(text) < 300

@@ -27,7 +27,10 @@ SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def load_tokenizer(package: ModelPackage) -> Tokenizer:
-    """The package's fast tokenizer, re-configured: the exported file may pad to a fixed length, we never do."""
+    """The package's fast tokenizer, re-configured: the exported file may pad to a fixed length, we never do.
+
+    Padding is on (to the longest text of a batch); `unpadded` gives the copy for a lone text.
+    """
     tokenizer = Tokenizer.from_file(str(package.tokenizer_path))
     max_length = package.manifest.preprocessing.max_length
     assert max_length is not None  # load_package guarantees it for text tasks
@@ -37,6 +40,14 @@ def load_tokenizer(package: ModelPackage) -> Tokenizer:
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)  # no length: pad to the longest in the batch
     return tokenizer
+
+
+def unpadded(tokenizer: Tokenizer) -> Tokenizer:
+    """A copy that never pads, for one text at a time: padding a lone text changes nothing, yet `tokenizers` spends
+    about as long on it as on truncation (40 of 90 µs for a tweet)."""
+    single = Tokenizer.from_str(tokenizer.to_str())
+    single.no_padding()
+    return single
 
 
 def check_text(text: Any, where: str) -> str:
@@ -72,6 +83,7 @@ class _TextTask(TaskProcessor):
     def __init__(self, package: ModelPackage) -> None:
         super().__init__(package)
         self.tokenizer = load_tokenizer(package)
+        self.single_tokenizer = unpadded(self.tokenizer)
         max_length = package.manifest.preprocessing.max_length
         assert max_length is not None
         self.char_budget = max_length * CHARS_PER_TOKEN
@@ -106,7 +118,7 @@ class _TextTask(TaskProcessor):
                 if forced:
                     cut.append(index)
         # encode_batch hands work to the rayon pool: a thread hop that costs more than it saves for one text
-        encodings = [self.tokenizer.encode(batch[0])] if len(batch) == 1 else self.tokenizer.encode_batch(batch)
+        encodings = [self.single_tokenizer.encode(batch[0])] if len(batch) == 1 else self.tokenizer.encode_batch(batch)
         input_ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
         attention_mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
         available = {"input_ids": input_ids, "attention_mask": attention_mask}
