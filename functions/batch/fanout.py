@@ -9,7 +9,9 @@
   before a row, commits what it has, and sends the rest of its range as a continuation.
 - **Assemble:** whoever sees the parts cover the planned file (markers are listed, so the last one to finish sees it,
   whatever the order) takes the assembly lease; the parts become the usual outputs in line order (UploadPartCopy for
-  parts of 5 MiB or more), the summary is committed last, and the run's working objects are deleted.
+  parts of 5 MiB or more), the summary is committed last, and the run's working objects are deleted. An assembly
+  still going at the hand-off time parks: the open multipart upload, its parts and the bytes it had buffered are
+  saved, an `assemble` task is sent, and the lease released; the next invocation resumes from there.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any, Literal, TypeVar
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
-from functions.batch.idempotency import RunInProgressError, claim, commit, new_run_id
+from functions.batch.idempotency import RunInProgressError, claim, commit, new_run_id, release
 from functions.batch.layout import BatchObject, BatchTarget
 from functions.batch.notifications import ShardTask
 from functions.batch.output import MultipartWriter
@@ -116,6 +118,25 @@ class Part(BaseModel):
     results_bytes: int
     errors: str
     errors_bytes: int
+
+
+class Parked(BaseModel):
+    """One output's multipart upload, handed on at the hand-off time: sources before `next` are in it or in `carry`
+    (the buffered bytes, under one part, saved as an object)."""
+
+    upload_id: str
+    parts: list[dict[str, Any]]
+    next: int
+    carry: str
+    carry_bytes: int
+
+
+class Assembly(BaseModel):
+    """`assembly.json`: what a parked assembly has done (outputs complete) and where the others stand."""
+
+    complete: list[str] = []
+    parked: dict[str, Parked] = {}
+    invocations: list[Invocation] = []
 
 
 @dataclass(frozen=True)
@@ -261,6 +282,8 @@ class FanOut:
                 f"{job.model} changed from version {job.version} to {now} while the file was scored; upload it again"
             )
             return fail_file(s3, job.obj, job.target, job.bucket, job.idempotency_key, job.version, reason, time.time())
+        if task.task == "assemble":
+            return self.assemble(s3, job, task.shard, continuation=True)
         if task.task == "plan":
             response = open_version(s3, job.obj, task.start, job.size)
             if response is None:
@@ -354,18 +377,19 @@ class FanOut:
             return Outcome("running")
         return self.assemble(s3, job, planned["shards"])
 
-    def assemble(self, s3: Any, job: Job, shards: int) -> Outcome:
-        """The outputs from the parts, in line order, then the summary; one assembler at a time (a lease)."""
+    def assemble(self, s3: Any, job: Job, shards: int, *, continuation: bool = False) -> Outcome:
+        """The outputs from the parts, in line order, then the summary; one assembler at a time (a lease).
+
+        A `continuation` (the task a parked assembly sent) that finds the lease still held is retried by SQS: the
+        parking invocation releases it right after sending.
+        """
+        started = time.monotonic()
+        lease_key, holder = job.key("assembly.claim.json"), uuid.uuid4().hex
         try:
-            claim(
-                s3,
-                job.bucket,
-                job.key("assembly.claim.json"),
-                uuid.uuid4().hex,
-                until=self._lease_until(),
-                now=time.time(),
-            )
+            lease = claim(s3, job.bucket, lease_key, holder, until=self._lease_until(), now=time.time())
         except RunInProgressError:
+            if continuation:
+                raise
             logger.info("another invocation assembles %s", job.input.key)
             return Outcome("running")
         target = job.target
@@ -377,8 +401,41 @@ class FanOut:
         chain = _chain([part for part in parts if part is not None], job.first)
         if (chain[-1].end if chain else job.first) < job.size:  # never a summary that misses rows: retry instead
             raise RunInProgressError(f"{job.input.key}: the committed parts do not reach the end of the file yet")
-        _concatenate(s3, job.bucket, target.results_key(job.run_id), [(p.results, p.results_bytes) for p in chain])
-        _concatenate(s3, job.bucket, target.errors_key(job.run_id), [(p.errors, p.errors_bytes) for p in chain])
+        state = _read_model(s3, job.bucket, job.key("assembly.json"), Assembly) or Assembly()
+        outputs = {
+            "results": (target.results_key(job.run_id), [(p.results, p.results_bytes) for p in chain]),
+            "errors": (target.errors_key(job.run_id), [(p.errors, p.errors_bytes) for p in chain]),
+        }
+        for name, (key, sources) in outputs.items():
+            if name in state.complete:
+                continue
+            try:
+                parked = _concatenate(s3, job, key, sources, state.parked.get(name), self.clock)
+            except BaseException:
+                state.parked.pop(name, None)  # its upload was aborted: the retry starts this output afresh
+                _put_json(s3, job.bucket, job.key("assembly.json"), state.model_dump())
+                raise
+            if parked is not None:
+                state.parked[name] = parked
+                state.invocations.append(_assembly_invocation(job, started))
+                _put_json(s3, job.bucket, job.key("assembly.json"), state.model_dump())
+                self.send(
+                    ShardTask(
+                        task="assemble",
+                        bucket=job.bucket,
+                        job=_job_key(job),
+                        shard=shards,
+                        start=0,
+                        end=job.size,
+                        line=1,
+                    )
+                )
+                release(s3, job.bucket, lease_key, holder, lease)
+                logger.info("parked the assembly of %s at part %d of %s", job.input.key, parked.next, name)
+                return Outcome("running")
+            state.complete.append(name)
+            state.parked.pop(name, None)
+            _put_json(s3, job.bucket, job.key("assembly.json"), state.model_dump())
         planning = [
             Invocation.model_validate(_read_json(s3, job.bucket, key))
             for key in _list(s3, job.bucket, job.key("invocations/"))
@@ -410,7 +467,9 @@ class FanOut:
             + [
                 Invocation(stage="score", shard=p.shard, start=p.start, end=p.end, rows=p.rows, duration_s=p.duration_s)
                 for p in chain
-            ],
+            ]
+            + state.invocations
+            + [_assembly_invocation(job, started)],
         )
         committed = commit(s3, job.bucket, target.summary_key, summary, job.obj)
         if committed == "committed":
@@ -428,8 +487,7 @@ class FanOut:
                     "updated_at": utc(finished),
                 },
             )
-        for key in _list(s3, job.bucket, target.run_prefix(job.run_id)):
-            s3.delete_object(Bucket=job.bucket, Key=key)
+        _delete(s3, job.bucket, _list(s3, job.bucket, target.run_prefix(job.run_id)))
         logger.info("assembled %s from %d parts (%s)", job.input.key, len(chain), committed)
         return Outcome("scored" if committed == "committed" else committed, summary)
 
@@ -474,11 +532,30 @@ def _chain(parts: list[Part], first: int) -> list[Part]:
     return chain
 
 
-def _concatenate(s3: Any, bucket: str, key: str, sources: list[tuple[str, int]]) -> None:
-    """One object from the parts' files, in order; an identical object already there (a retried assembly) stays."""
-    writer = MultipartWriter(s3, bucket, key)
+def _assembly_invocation(job: Job, started: float) -> Invocation:
+    return Invocation(stage="assemble", start=job.first, end=job.size, rows=0, duration_s=_since(started))
+
+
+def _concatenate(
+    s3: Any, job: Job, key: str, sources: list[tuple[str, int]], parked: Parked | None, clock: Clock
+) -> Parked | None:
+    """One object from the parts' files, in order, or where it stands when `clock` says hand off (at least one
+    source further than it started, so every invocation makes progress). An identical object already there (a
+    retried assembly) stays."""
+    resume = (parked.upload_id, parked.parts) if parked is not None else None
+    writer = MultipartWriter(s3, job.bucket, key, resume=resume)
+    first = parked.next if parked is not None else 0
     try:
-        for source, size in sources:
+        if parked is not None and parked.carry_bytes:
+            writer.append_object(parked.carry, parked.carry_bytes)
+        for index in range(first, len(sources)):
+            if index > first and clock.due():
+                carry = job.key(f"assembly/{key.rsplit('/', 1)[-1]}-{index:09d}.carry")
+                carry_bytes = writer.park(carry)
+                return Parked(
+                    upload_id=writer.upload_id, parts=writer.parts, next=index, carry=carry, carry_bytes=carry_bytes
+                )
+            source, size = sources[index]
             if size:
                 writer.append_object(source, size)
         writer.complete()
@@ -490,6 +567,7 @@ def _concatenate(s3: Any, bucket: str, key: str, sources: list[tuple[str, int]])
     except BaseException:
         writer.abort()
         raise
+    return None
 
 
 def _write_status(s3: Any, job: Job, status: dict[str, Any]) -> None:
@@ -519,6 +597,14 @@ def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(item["Key"] for item in page.get("Contents", []))
     return keys
+
+
+def _delete(s3: Any, bucket: str, keys: list[str]) -> None:
+    """Many at once: a run of a thousand shards leaves thousands of working objects, and deleting them one after
+    another would outlast a short timeout. (DeleteObjects would be one request per 1,000, but moto authorises it
+    against the bucket rather than each key, so the prefix-scoped grant the stack synthesizes is refused locally.)"""
+    with ThreadPoolExecutor(PARALLEL_READS) as pool:
+        list(pool.map(lambda key: s3.delete_object(Bucket=bucket, Key=key), keys))
 
 
 def _exists(s3: Any, bucket: str, key: str) -> bool:

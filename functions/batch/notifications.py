@@ -52,12 +52,13 @@ class S3Notification(S3Model):
 
 
 class ShardTask(BaseModel):
-    """Our own message: score the byte range [start, end) of a planned file, or plan it on from `start` (no `Records`,
-    so it is never taken for a notification); the job record at `job` says which file, model and run."""
+    """Our own message: score the byte range [start, end) of a planned file, plan it on from `start`, or go on with
+    its parked assembly (no `Records`, so it is never taken for a notification); the job record at `job` says which
+    file, model and run."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    task: Literal["score", "plan"]
+    task: Literal["score", "plan", "assemble"]
     bucket: str
     job: str
     shard: Annotated[int, Field(ge=0)]

@@ -20,10 +20,22 @@ READ_CHUNK = 1024 * 1024
 class MultipartWriter:
     """Buffered multipart upload: nothing is visible until `complete`; `abort` leaves no object behind."""
 
-    def __init__(self, s3: Any, bucket: str, key: str, content_type: str = "application/x-ndjson") -> None:
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        key: str,
+        content_type: str = "application/x-ndjson",
+        *,
+        resume: tuple[str, list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """A new upload, or with `resume` (upload id, parts so far) one an earlier invocation started and parked."""
         self.s3, self.bucket, self.key = s3, bucket, key
-        self.upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)["UploadId"]
-        self.parts: list[dict[str, Any]] = []
+        if resume is None:
+            self.upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)["UploadId"]
+            self.parts: list[dict[str, Any]] = []
+        else:
+            self.upload_id, self.parts = resume[0], list(resume[1])
         self.buffer = bytearray()
         self.bytes_written = 0
 
@@ -67,6 +79,14 @@ class MultipartWriter:
         body = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{stop - 1}")["Body"]
         for chunk in body.iter_chunks(READ_CHUNK):
             self.write(chunk)
+
+    def park(self, key: str) -> int:
+        """Hand the upload on to a later invocation: the buffer (under one part, so not yet uploadable) is saved as
+        the object `key`; returns its size. The upload id and `parts` are the rest of what resuming needs."""
+        size = len(self.buffer)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=bytes(self.buffer))
+        self.buffer.clear()
+        return size
 
     def complete(self) -> None:
         if self.buffer or not self.parts:

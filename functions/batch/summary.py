@@ -48,9 +48,10 @@ class SummaryTimings(_Record):
 
 
 class Invocation(_Record):
-    """One invocation's share of a sharded file: planning (rows 0) or scoring the byte range [start, end)."""
+    """One invocation's share of a sharded file: planning (rows 0), scoring the byte range [start, end), or assembling
+    the outputs (rows 0; a long assembly parks and is continued, each invocation an entry)."""
 
-    stage: Literal["plan", "score"]
+    stage: Literal["plan", "score", "assemble"]
     shard: int | None = None
     start: int
     end: int

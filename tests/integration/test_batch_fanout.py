@@ -232,3 +232,43 @@ def test_parts_of_5_mib_or_more_are_copied_by_s3_itself_and_the_rest_streamed(
     # then the object is their concatenation, and S3 copied the big ones' bytes (after the buffer's top-up)
     assert s3.get_object(Bucket=BUCKET, Key="assembled.jsonl")["Body"].read() == b"".join(bodies.values())
     assert copies == [f"bytes=0-{6 * 2**20 + 2}", f"bytes={8 * 2**20 - 1000}-{14 * 2**20 - 1}"]
+
+
+@pytest.mark.parametrize("parks", [True, False])
+def test_an_assembly_near_its_timeout_parks_and_a_continuation_finishes_it(
+    serving_settings: Settings,
+    loaded_models: Mapping[str, ServedModel],
+    aws: tuple[Any, Any, str],
+    run: Callable[..., list[dict]],
+    monkeypatch: pytest.MonkeyPatch,
+    parks: bool,
+) -> None:
+    # given parts that take 0.1 s each to append, ten of them, and a 1 s function timeout (hand-off at 0.4 s)
+    append = MultipartWriter.append_object
+
+    def slow_append(self: MultipartWriter, key: str, size: int) -> None:
+        time.sleep(0.1)
+        append(self, key, size)
+
+    monkeypatch.setattr(MultipartWriter, "append_object", slow_append)
+    if not parks:  # the guard removed: the assembler never looks at its clock
+        monkeypatch.setattr("functions.batch.fanout.Clock.due", lambda self: False)
+    function = build(serving_settings, loaded_models, aws, function_timeout_s=1.0)
+    put_lines(aws[0], "batch/input/sentiment/assembled.jsonl", tweets(120))
+    # when it is scored
+    tasks = run(function, "batch/input/sentiment/assembled.jsonl", timeout_s=1.0)
+    # then the outputs are whole either way
+    summary, results, errors = outputs(aws[0], "batch/output/sentiment/assembled.jsonl.summary.json")
+    assert_every_row_once(results, errors, set(range(1, 121)))
+    assert [row["id"] for row in results] == [f"t{n}" for n in range(120)]
+    assembling = [entry for entry in summary["invocations"] if entry["stage"] == "assemble"]
+    longest = max(entry["duration_s"] for entry in assembling)
+    if parks:  # but only a parked assembly keeps every invocation well inside its timeout
+        assert len(assembling) >= 2
+        assert sum(task["task"] == "assemble" for task in tasks) == len(assembling) - 1
+        assert longest < 0.8
+        working = f".runs/{summary['run_id']}/"  # parts, carries and the assembly state: deleted at the end
+        assert not [key for key in all_keys(aws[0]) if working in key]
+    else:
+        assert len(assembling) == 1
+        assert longest > 1.0
