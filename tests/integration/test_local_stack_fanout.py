@@ -96,5 +96,5 @@ def test_a_worker_killed_mid_file_still_leaves_one_complete_output_set(stack: Lo
     deadline = time.monotonic() + WAIT_S
     while s3.list_objects_v2(Bucket=bucket, Prefix=working).get("KeyCount") and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = [item["Key"].rsplit(".runs/", 1)[1] for item in s3.list_objects_v2(Bucket=bucket, Prefix=working).get("Contents", [])]
+    left = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=working).get("Contents", [])]
     assert left == [], left[:12]
