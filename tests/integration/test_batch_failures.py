@@ -184,3 +184,38 @@ def test_a_failed_commit_is_retried_and_then_written_once(
     summary, results, _ = outputs(s3, "batch/output/sentiment/commit.jsonl.summary.json")
     assert summary["run_id"] in summary["outputs"]["results"]
     assert len(results) == summary["scored"] == 1
+
+
+def test_a_row_the_model_answers_with_nan_fails_alone(
+    deliver: Callable[..., dict], s3: Any, loaded_models: Mapping[str, ServedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a graph that answers NaN for an all-zero image (a broken model on one input, not a broken backend)
+    backend = loaded_models["digits"].backend
+    real_run = backend.run
+
+    def nan_for_blank(feeds: dict) -> dict:
+        outputs = real_run(feeds)
+        blank = next(iter(feeds.values())).reshape(len(next(iter(outputs.values()))), -1).sum(axis=1) == 0
+        return {name: np.where(blank[:, None], np.nan, value) for name, value in outputs.items()}
+
+    monkeypatch.setattr(backend, "run", nan_for_blank)
+    image = (np.arange(64) % 17).tolist()
+    rows = [{"id": "a", "pixels": image}, {"id": "blank", "pixels": [0] * 64}, {"id": "b", "pixels": image}]
+    put(s3, "batch/input/digits/nan.jsonl", [json.dumps(row) for row in rows])
+    # when
+    assert deliver("batch/input/digits/nan.jsonl") == {"batchItemFailures": []}
+    # then the other rows are scored, and the NaN row is an error row saying so (never "NaN" in the results file)
+    summary, results, errors = outputs(s3, "batch/output/digits/nan.jsonl.summary.json")
+    assert [row["id"] for row in results] == ["a", "b"]
+    assert [(row["id"], row["line"]) for row in errors] == [("blank", 2)]
+    assert "NaN or infinite" in errors[0]["reason"]
+    assert summary["failed"] == 1
+    # and without the check the row would be "scored", with NaN (not JSON) written into the results file
+    monkeypatch.setattr("functions.runtime.models.check_finite", lambda outputs: None)
+    put(s3, "batch/input/digits/nan-unchecked.jsonl", [json.dumps(row) for row in rows])
+    assert deliver("batch/input/digits/nan-unchecked.jsonl") == {"batchItemFailures": []}
+    body = s3.get_object(
+        Bucket=BUCKET,
+        Key=read_summary(s3, "batch/output/digits/nan-unchecked.jsonl.summary.json")["outputs"]["results"],
+    )["Body"].read()
+    assert b"NaN" in body
