@@ -60,8 +60,8 @@ def json_response(
     document: dict[str, Any], status: HTTPStatus = HTTPStatus.OK, *, max_bytes: int | None = None
 ) -> Response[str]:
     """Serialised once here, by orjson: a dict body would be walked again by the resolver's encoder, and the standard
-    library's encoder is the slowest step of an embeddings answer. The tensors are checked finite when encoded
-    (`encode_output`), since orjson would write NaN as null.
+    library's encoder is the slowest step of an embeddings answer. orjson would write NaN as null: model outputs are
+    checked finite before they get here (`functions.runtime.models.check_finite`).
 
     With `max_bytes`, an answer Lambda could not return is refused (ResponseTooLargeError, a 413) instead.
     """
