@@ -243,7 +243,7 @@ def test_an_assembly_near_its_timeout_parks_and_a_continuation_finishes_it(
     monkeypatch: pytest.MonkeyPatch,
     parks: bool,
 ) -> None:
-    # given parts that take 0.1 s each to append, ten of them, and a 1 s function timeout (hand-off at 0.4 s)
+    # given parts that take 0.1 s each to append, a dozen of them, and a 1 s function timeout (hand-off at 0.4 s)
     append = MultipartWriter.append_object
 
     def slow_append(self: MultipartWriter, key: str, size: int) -> None:
@@ -254,13 +254,13 @@ def test_an_assembly_near_its_timeout_parks_and_a_continuation_finishes_it(
     if not parks:  # the guard removed: the assembler never looks at its clock
         monkeypatch.setattr("functions.batch.fanout.Clock.due", lambda self: False)
     function = build(serving_settings, loaded_models, aws, function_timeout_s=1.0)
-    put_lines(aws[0], "batch/input/sentiment/assembled.jsonl", tweets(120))
+    put_lines(aws[0], "batch/input/sentiment/assembled.jsonl", tweets(160))
     # when it is scored
     tasks = run(function, "batch/input/sentiment/assembled.jsonl", timeout_s=1.0)
     # then the outputs are whole either way
     summary, results, errors = outputs(aws[0], "batch/output/sentiment/assembled.jsonl.summary.json")
-    assert_every_row_once(results, errors, set(range(1, 121)))
-    assert [row["id"] for row in results] == [f"t{n}" for n in range(120)]
+    assert_every_row_once(results, errors, set(range(1, 161)))
+    assert [row["id"] for row in results] == [f"t{n}" for n in range(160)]
     assembling = [entry for entry in summary["invocations"] if entry["stage"] == "assemble"]
     longest = max(entry["duration_s"] for entry in assembling)
     if parks:  # but only a parked assembly keeps every invocation well inside its timeout
@@ -270,5 +270,6 @@ def test_an_assembly_near_its_timeout_parks_and_a_continuation_finishes_it(
         working = f".runs/{summary['run_id']}/"  # parts, carries and the assembly state: deleted at the end
         assert not [key for key in all_keys(aws[0]) if working in key]
     else:
+        assert summary["shards"] >= 12
         assert len(assembling) == 1
         assert longest > 1.0
