@@ -155,6 +155,7 @@ def through_local_stack(
         "workers_cpu_ms_per_row": round(1000 * workers_cpu_s / rows, 3),
         "load_average_1m": round(os.getloadavg()[0], 1),
         "longest_invocation_s": longest,
+        "assembly_invocations_s": [entry["duration_s"] for entry in invocations if entry["stage"] == "assemble"],
         "longest_invocation_pct_of_timeout": round(100 * longest / timeout_s, 1),
         "peak_rss_per_worker_mb": [round(sampler.peak_mb, 1) for sampler in peaks],
     }
