@@ -7,12 +7,14 @@ the graph), and prints the handler's own microseconds per request, then pyinstru
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from typing import Any
 
 from pyinstrument import Profiler
 
+from bench.__main__ import THREADS
 from bench.contenders import ApiHandler, infer_event
 from bench.inputs import text_batches
 from bench.packages import APPROVED_DIR, approved_packages
@@ -24,17 +26,18 @@ class RecordedRun:
     def __init__(self, session: Any) -> None:
         self.session = session
         self.answer: Any = None
+        self.feeds: Any = None
 
     def __call__(self, output_names: Any, feeds: Any, run_options: Any = None) -> Any:
         if self.answer is None:
-            self.answer = self.session.run(output_names, feeds, run_options)
+            self.answer, self.feeds = self.session.run(output_names, feeds, run_options), feeds
         return self.answer
 
 
 def main(argv: list[str]) -> None:
     numbers = [word for word in argv if word.isdigit()]
     calls = int(numbers[0]) if numbers else 3000
-    handler = ApiHandler(approved_packages(APPROVED_DIR), threads=1)
+    handler = ApiHandler(approved_packages(APPROVED_DIR), threads=THREADS)  # as `make bench` runs every contender
     model = handler.served_model("sentiment")
     backend = model.backend
     backend.session = _Recorded(backend.session)
@@ -51,6 +54,28 @@ def main(argv: list[str]) -> None:
             handler(events[step % len(events)])
     print(f"handler's own work per batch-1 request (session.run recorded): {own_us:.0f} µs over {calls} calls")
     print(profiler.output_text(unicode=True, color=False, show_all="--all" in argv))
+    back_to_back, after_handler = graph_call_in_situ(handler, events, backend.session)
+    print(
+        f"session.run, batch 1, median of interleaved blocks: {back_to_back:.3f} ms back to back, "
+        f"{after_handler:.3f} ms right after the handler's own work ({after_handler / back_to_back:.3f}x)"
+    )
+
+
+def graph_call_in_situ(handler: ApiHandler, events: list[dict[str, Any]], recorded: Any) -> tuple[float, float]:
+    """Median ms of the real `session.run` on the handler's own feeds: back to back, and each right after a handler
+    call (whose graph call is the recorded one), in alternating blocks of 30 so drift hits both alike."""
+    session, feeds = recorded._session, recorded.run.feeds
+    sides: dict[bool, list[float]] = {False: [], True: []}
+    for block in range(40):
+        for after in (False, True):
+            for step in range(30):
+                if after:
+                    handler(events[step % len(events)])
+                started = time.perf_counter()
+                session.run(None, feeds)
+                if block >= 3:
+                    sides[after].append(time.perf_counter() - started)
+    return statistics.median(sides[False]) * 1e3, statistics.median(sides[True]) * 1e3
 
 
 class _Recorded:
