@@ -148,7 +148,7 @@ def test_the_response_limit_is_a_setting(
         {"predictions": [{"label": 'a"b', "score": 0.5, "scores": {"a\\b": 0.5}}] * 50},
         {"outputs": [{"name": "embedding", "data": [0.123456789] * 500}]},
         {"error": "\u00e9\n\t" * 20},
-        {"predictions": [{"label": "négatif 😞", "score": 0.5}] * 50},
+        {"predictions": [{"label": "négatif 😞", "score": 0.5}] * 500},  # 16 escape bytes a row: past the margin
     ],
 )
 def test_the_size_checked_is_at_least_what_lambda_serialises(document: dict[str, Any], encoder: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto import mock_aws
 
 from functions.batch.app import BatchFunction, create_batch_handler
@@ -273,3 +274,47 @@ def test_an_assembly_near_its_timeout_parks_and_a_continuation_finishes_it(
         assert summary["shards"] >= 12
         assert len(assembling) == 1
         assert longest > 1.0
+
+
+def test_a_continuation_that_finds_the_assembly_lease_held_is_retried_not_dropped(
+    serving_settings: Settings,
+    loaded_models: Mapping[str, ServedModel],
+    aws: tuple[Any, Any, str],
+    load_event: Callable[[str], dict],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given an assembly that parks, and a parker whose lease stays held (until its own deadline) when its
+    # continuation arrives, as happens when the continuation is picked up before the release lands
+    s3, sqs, queue_url = aws
+    append = MultipartWriter.append_object
+
+    def slow_append(self: MultipartWriter, key: str, size: int) -> None:
+        time.sleep(0.1)
+        append(self, key, size)
+
+    monkeypatch.setattr(MultipartWriter, "append_object", slow_append)
+    monkeypatch.setattr("functions.batch.fanout.release", lambda *args, **kwargs: None)
+    function = build(serving_settings, loaded_models, aws, function_timeout_s=1.0)
+    put_lines(s3, "batch/input/sentiment/held.jsonl", tweets(160))
+    notification = sqs_event(load_event("sqs_s3_put")["Records"][0], s3, "batch/input/sentiment/held.jsonl")
+    function.lambda_handler(notification, LambdaContext("model-serving-test", 3008, 1.0))
+    # when the queue is drained as the event source mapping would, a failed message staying on the queue
+    retried, deadline = 0, time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, AttributeNames=["All"]).get(
+            "Messages", []
+        )
+    ):
+        event = {"Records": [lambda_record(messages[0], "arn:aws:sqs:us-east-1:123456789012:batch")]}
+        try:  # a batch whose every record failed is an invocation error: the message stays, as for a partial failure
+            failed = function.lambda_handler(event, LambdaContext("model-serving-test", 3008, 1.0))["batchItemFailures"]
+        except BatchProcessingError:
+            failed = True
+        if failed:
+            retried += json.loads(messages[0]["Body"])["task"] == "assemble"
+            continue  # visibility timeout 0: delivered again at once
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=messages[0]["ReceiptHandle"])
+    # then the continuation was retried until the lease ended, and the file still came back whole
+    assert retried >= 1
+    _, results, errors = outputs(s3, "batch/output/sentiment/held.jsonl.summary.json")
+    assert_every_row_once(results, errors, set(range(1, 161)))

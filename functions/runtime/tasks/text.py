@@ -44,7 +44,7 @@ def load_tokenizer(package: ModelPackage) -> Tokenizer:
 
 def unpadded(tokenizer: Tokenizer) -> Tokenizer:
     """A copy that never pads, for one text at a time: padding a lone text changes nothing, yet `tokenizers` spends
-    about as long on it as on truncation (40 of 90 µs for a tweet)."""
+    about as long on it as on truncation."""
     single = Tokenizer.from_str(tokenizer.to_str())
     single.no_padding()
     return single
