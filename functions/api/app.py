@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.api.body import parse_json_body, with_validated_body
-from functions.api.envelope import MethodNotAllowedError, check_envelope, check_response_size
+from functions.api.envelope import MethodNotAllowedError, check_response_size
 from functions.api.errors import ErrorBody, count_error_answer, register_error_handlers
 from functions.api.v1 import PredictRequest, PredictResponse, v1_instances
 from functions.api.v2 import ModelMetadata, model_metadata, v2_batch, v2_response
@@ -74,14 +74,14 @@ def json_response(
 def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunction:
     """The resolver with every route and error mapping, and the decorated Lambda handler around it."""
     logger, tracer, metrics = function_telemetry(settings)
-    app = APIGatewayHttpResolver(json_body_deserializer=parse_json_body)  # bodies: validated by with_validated_body
+    app = APIGatewayHttpResolver(json_body_deserializer=parse_json_body)  # bodies: checked by with_validated_body
     routes: list[tuple[str, str]] = []
 
     def route(method: str, rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         routes.append((method, rule))
 
         def register(function: Callable[..., Any]) -> Callable[..., Any]:
-            return app.route(rule, method, **options)(with_validated_body(app, function))
+            return app.route(rule, method, **options)(with_validated_body(app, function, settings.max_body_bytes))
 
         return register
 
@@ -111,13 +111,6 @@ def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunc
         return json_response(
             {"name": model.name, "ready": is_ready}, HTTPStatus.OK if is_ready else HTTPStatus.SERVICE_UNAVAILABLE
         )
-
-    def envelope_middleware(app: APIGatewayHttpResolver, next_middleware: Any) -> Response:
-        """Size and content type are checked before the route runs (invalid bodies: see the error handlers)."""
-        check_envelope(app.current_event, settings.max_body_bytes)
-        return next_middleware(app)
-
-    app.use(middlewares=[envelope_middleware])
 
     # --- Open Inference Protocol v2 ---------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Request bodies as strict JSON, validated once against the route's compiled pydantic model: every failure is a
-RequestValidationError, which the error handlers answer 400 (`malformed JSON body: ...`, `invalid request: ...`).
+"""Request bodies: the envelope checked (size, content type: `functions.api.envelope`), then strict JSON validated
+once against the route's compiled pydantic model: every failure is a RequestValidationError, which the error handlers
+answer 400 (`malformed JSON body: ...`, `invalid request: ...`).
 
 The resolver's own OpenAPI validation is off: it re-inspected each route's signature and rebuilt the headers on every
 request, a large share of a batch-1 request's handler work. `with_validated_body` keeps the route's signature, so the
@@ -26,6 +27,8 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from pydantic import BaseModel, ValidationError
+
+from functions.api.envelope import check_envelope
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -79,8 +82,11 @@ def read_body(event: APIGatewayProxyEventV2, model: type[Body]) -> Body:
         raise RequestValidationError([{**problem, "loc": ("body", *problem["loc"])} for problem in problems]) from None
 
 
-def with_validated_body(app: APIGatewayHttpResolver, route: Callable[..., Any]) -> Callable[..., Any]:
-    """`route`, handed its pydantic-model parameter (if it has one) read from the current request's body."""
+def with_validated_body(
+    app: APIGatewayHttpResolver, route: Callable[..., Any], max_body_bytes: int
+) -> Callable[..., Any]:
+    """`route`, handed its pydantic-model parameter (if it has one) read from the current request's body, once the
+    envelope (size, content type) passed: only routes that read a body check one, so a GET's body is ignored."""
     hints = typing.get_type_hints(route)
     bodies = [
         (name, hint)
@@ -93,7 +99,9 @@ def with_validated_body(app: APIGatewayHttpResolver, route: Callable[..., Any]) 
 
     @functools.wraps(route)
     def with_body(**path_parameters: Any) -> Any:
-        return route(**path_parameters, **{parameter: read_body(app.current_event, model)})
+        event = app.current_event
+        check_envelope(event, max_body_bytes)
+        return route(**path_parameters, **{parameter: read_body(event, model)})
 
     # the route's signature, its annotations resolved where it was written: the OpenAPI document reads it from here
     with_body.__signature__ = inspect.signature(route, eval_str=True)  # type: ignore[attr-defined]

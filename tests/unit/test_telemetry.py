@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+from aws_lambda_powertools.metrics.exceptions import SchemaValidationError
 
 from functions.runtime.settings import Settings
 from functions.runtime.telemetry import function_telemetry
@@ -49,3 +50,34 @@ def test_with_metrics_off_emf_goes_to_the_debug_log(
         metrics.flush_metrics()
     assert capsys.readouterr().out == ""
     assert "InferenceLatency" in caplog.text
+
+
+def test_an_invocation_writes_one_emf_line_that_cloudwatch_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    # given a function's metrics with a dimension and two metrics, as an API request records them
+    _, _, metrics = function_telemetry(Settings(service_name="api-under-test", metrics_namespace="Tests"))
+    metrics.add_dimension(name="model", value="sentiment")
+    metrics.add_metric(name="InferenceLatency", unit="Milliseconds", value=1.25)
+    metrics.add_metric(name="BatchSize", unit="Count", value=1)
+    # when the invocation ends, then again with nothing new recorded
+    metrics.flush_metrics()
+    metrics.flush_metrics()
+    # then exactly one line, an EMF document naming both metrics under the namespace and dimensions
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    document = json.loads(lines[0])
+    (directive,) = document["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "Tests"
+    assert directive["Dimensions"] == [["model", "service"]]
+    assert {metric["Name"]: metric["Unit"] for metric in directive["Metrics"]} == {
+        "InferenceLatency": "Milliseconds",
+        "BatchSize": "Count",
+    }
+    assert (document["InferenceLatency"], document["BatchSize"], document["model"]) == ([1.25], [1.0], "sentiment")
+
+
+def test_an_empty_flush_publishes_nothing_unless_asked_to_fail(capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, metrics = function_telemetry(Settings(service_name="api-under-test", metrics_namespace="Tests"))
+    metrics.flush_metrics()
+    assert capsys.readouterr().out == ""
+    with pytest.raises(SchemaValidationError):
+        metrics.flush_metrics(raise_on_empty_metrics=True)
