@@ -6,10 +6,15 @@ the graph), and prints the handler's own microseconds per request, then pyinstru
 Then the two ways the real graph call and the handler's work slow each other down, each timed in interleaved blocks:
 the graph call right after the handler's work against back to back, and the handler's work right after a real graph
 call against after another handler call (its weights and activations go through the caches the handler's work used).
+Last, the batch-1 request built up layer by layer, timed side by side as `make bench` times item 3: raw `session.run`
+on pre-tokenised feeds, then with the runtime's tokenising, then the API function without Powertools' decorator
+stack (logger, tracer, metrics), then the function as shipped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import statistics
 import sys
 import time
@@ -18,9 +23,12 @@ from typing import Any
 from pyinstrument import Profiler
 
 from bench.__main__ import THREADS
-from bench.contenders import ApiHandler, infer_event
+from bench.contenders import ApiHandler, infer_event, raw_session, tokenize
+from bench.graphs import run_graph
 from bench.inputs import text_batches
 from bench.packages import APPROVED_DIR, approved_packages
+from bench.run import text_max_length
+from bench.timing import time_side_by_side
 
 
 class RecordedRun:
@@ -67,6 +75,36 @@ def main(argv: list[str]) -> None:
         f"handler's own work (session.run recorded), median of interleaved blocks: {warm:.0f} µs after another "
         f"request, {after_graph:.0f} µs right after a real session.run ({after_graph / warm:.2f}x)"
     )
+    backend.session = backend.session._session
+    print("batch 1, layer by layer (median ms, and over raw session.run):")
+    for layer, timing in layers(handler, model).items():
+        print(f"  {layer:64s} {timing}")
+
+
+def layers(handler: ApiHandler, model: Any) -> dict[str, str]:
+    """The bench's item-3 contenders with the layers between them, timed side by side (alternating blocks)."""
+    texts = text_batches(1, 64)
+    events = [infer_event("sentiment", "text", batch, "BYTES") for batch in texts]
+    feeds = [tokenize(model.package.tokenizer_path, text_max_length(model.manifest), batch) for batch in texts]
+    session = raw_session(model.package.graph_path, THREADS)
+    undecorated = inspect.unwrap(handler.function.lambda_handler)
+
+    def without_decorators(step: int) -> Any:
+        with contextlib.redirect_stdout(handler.sink):  # Powertools flushes its metrics every 100 values
+            return undecorated(events[step % 64], handler.context)
+
+    timings = time_side_by_side(
+        {
+            "raw session.run, pre-tokenised (the bench's baseline)": lambda step: run_graph(session, feeds[step % 64]),
+            "+ tokenising: ServedModel.score": lambda step: model.score(texts[step % 64]),
+            "+ resolver, validation, v2 codec, metrics added: undecorated": without_decorators,
+            "+ Powertools logger, tracer, metrics decorators: as shipped": lambda step: handler(events[step % 64]),
+        },
+        iterations=1000,
+        rounds=10,
+    )
+    raw = next(iter(timings.values())).median_ms
+    return {name: f"{timing.median_ms:.3f} ({timing.median_ms / raw:.3f}x)" for name, timing in timings.items()}
 
 
 def graph_call_in_situ(handler: ApiHandler, events: list[dict[str, Any]], recorded: Any) -> tuple[float, float]:
