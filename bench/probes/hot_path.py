@@ -18,6 +18,7 @@ import inspect
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pyinstrument import Profiler
@@ -65,15 +66,23 @@ def main(argv: list[str]) -> None:
             handler(events[step % len(events)])
     print(f"handler's own work per batch-1 request (session.run recorded): {own_us:.0f} µs over {calls} calls")
     print(profiler.output_text(unicode=True, color=False, show_all="--all" in argv))
-    back_to_back, after_handler = graph_call_in_situ(handler, events, backend.session)
+    session, feeds = backend.session._session, backend.session.run.feeds
+
+    def graph_call(step: int) -> Any:
+        return session.run(None, feeds)
+
+    def handler_call(step: int) -> Any:  # its graph call is the recorded one
+        return handler(events[step % len(events)])
+
+    back_to_back, after_handler = interleaved(graph_call, after=handler_call)
     print(
-        f"session.run, batch 1, median of interleaved blocks: {back_to_back:.3f} ms back to back, "
-        f"{after_handler:.3f} ms right after the handler's own work ({after_handler / back_to_back:.3f}x)"
+        f"session.run, batch 1, median of interleaved blocks: {back_to_back * 1e3:.3f} ms back to back, "
+        f"{after_handler * 1e3:.3f} ms right after the handler's own work ({after_handler / back_to_back:.3f}x)"
     )
-    warm, after_graph = own_work_after_graph_call(handler, events, backend.session)
+    warm, after_graph = interleaved(handler_call, after=graph_call)
     print(
-        f"handler's own work (session.run recorded), median of interleaved blocks: {warm:.0f} µs after another "
-        f"request, {after_graph:.0f} µs right after a real session.run ({after_graph / warm:.2f}x)"
+        f"handler's own work (session.run recorded), median of interleaved blocks: {warm * 1e6:.0f} µs after another "
+        f"request, {after_graph * 1e6:.0f} µs right after a real session.run ({after_graph / warm:.2f}x)"
     )
     backend.session = backend.session._session
     print("batch 1, layer by layer (median ms, and over raw session.run):")
@@ -107,38 +116,20 @@ def layers(handler: ApiHandler, model: Any) -> dict[str, str]:
     return {name: f"{timing.median_ms:.3f} ({timing.median_ms / raw:.3f}x)" for name, timing in timings.items()}
 
 
-def graph_call_in_situ(handler: ApiHandler, events: list[dict[str, Any]], recorded: Any) -> tuple[float, float]:
-    """Median ms of the real `session.run` on the handler's own feeds: back to back, and each right after a handler
-    call (whose graph call is the recorded one), in alternating blocks of 30 so drift hits both alike."""
-    session, feeds = recorded._session, recorded.run.feeds
+def interleaved(timed: Callable[[int], Any], *, after: Callable[[int], Any]) -> tuple[float, float]:
+    """Median seconds of `timed` right after itself, and right after `after`, in alternating blocks of 30 so that
+    drift on a shared machine hits both alike (the first three blocks warm up)."""
     sides: dict[bool, list[float]] = {False: [], True: []}
     for block in range(40):
-        for after in (False, True):
+        for follows in (False, True):
             for step in range(30):
-                if after:
-                    handler(events[step % len(events)])
+                if follows:
+                    after(step)
                 started = time.perf_counter()
-                session.run(None, feeds)
+                timed(step)
                 if block >= 3:
-                    sides[after].append(time.perf_counter() - started)
-    return statistics.median(sides[False]) * 1e3, statistics.median(sides[True]) * 1e3
-
-
-def own_work_after_graph_call(handler: ApiHandler, events: list[dict[str, Any]], recorded: Any) -> tuple[float, float]:
-    """Median µs of the handler's own work (its graph call recorded) right after another handler call, and right
-    after a real `session.run` on the same feeds, in alternating blocks of 30."""
-    session, feeds = recorded._session, recorded.run.feeds
-    sides: dict[bool, list[float]] = {False: [], True: []}
-    for block in range(40):
-        for after_graph in (False, True):
-            for step in range(30):
-                if after_graph:
-                    session.run(None, feeds)
-                started = time.perf_counter()
-                handler(events[step % len(events)])
-                if block >= 3:
-                    sides[after_graph].append(time.perf_counter() - started)
-    return statistics.median(sides[False]) * 1e6, statistics.median(sides[True]) * 1e6
+                    sides[follows].append(time.perf_counter() - started)
+    return statistics.median(sides[False]), statistics.median(sides[True])
 
 
 class _Recorded:
