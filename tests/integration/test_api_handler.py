@@ -377,6 +377,13 @@ def test_wrong_content_type_is_a_415(call: Call, content_type: str) -> None:
     assert_client_error(status, body, 415, "application/json")
 
 
+def test_a_gets_body_is_ignored_not_checked(call: Call) -> None:
+    # a GET route reads no body, so a body API Gateway passes along (any size or type) changes nothing
+    status, body, _ = call("GET", "/v2/models/sentiment", raw="x" * 100, headers={"content-type": "text/plain"})
+    assert status == 200, body
+    assert body["name"] == "sentiment"
+
+
 def test_triton_binary_extension_is_a_415(call: Call) -> None:
     status, body, _ = call(
         "POST", "/v2/models/sentiment/infer", text_request("a"), headers={"inference-header-content-length": "80"}
