@@ -25,8 +25,8 @@ warnings.filterwarnings("ignore", message="No application metrics to publish", c
 
 
 class EMFProvider(AmazonCloudWatchEMFProvider):
-    """CloudWatch EMF as Powertools builds and checks it, one line per invocation written by orjson: the standard
-    library's encoder was the largest step of the flush every API request pays for."""
+    """CloudWatch EMF as Powertools builds and checks it, one line per invocation, written by orjson: every API
+    request pays for this flush, and the standard library's encoder is the slower one."""
 
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
         if (not self.metric_set and not raise_on_empty_metrics) or is_metrics_disabled():
