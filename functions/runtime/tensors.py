@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from functions.runtime.errors import InputError
 from functions.runtime.package import TensorSpec
@@ -66,6 +66,18 @@ class InferRequest(BaseModel):
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = Field(default=None, max_length=MAX_REQUESTED_OUTPUTS)
+
+    @field_validator("id")
+    @classmethod
+    def _unicode_id(cls, value: str | None) -> str | None:
+        """The answer echoes the id, and no UTF-8 writer can write a lone surrogate (a "\\ud800" escape parses)."""
+        if value is not None:
+            try:
+                value.encode()
+            except UnicodeEncodeError as error:
+                where = error.start
+                raise ValueError(f"holds a lone surrogate {value[where]!r} at {where}: not Unicode text") from None
+        return value
 
 
 class ResponseOutput(BaseModel):

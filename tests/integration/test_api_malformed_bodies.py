@@ -54,6 +54,7 @@ def test_unparseable_bodies_are_a_400_naming_the_problem(
     ("path", "document", "words"),
     [
         (V2_SENTIMENT, text_request("fine", "\ud800"), ["item 1", "lone surrogate", "\\ud800"]),
+        (V2_SENTIMENT, {**text_request("fine"), "id": "text \ud800 here"}, ["id", "lone surrogate", "\\ud800"]),
         ("/v1/models/embeddings:predict", {"instances": [{"text": "a\udfffb"}]}, ["instance 0", "lone surrogate"]),
         (V2_DIGITS, pixels_request(3.4e38), ["from 0 to 16", "pixel_scale", "3.4e+38"]),
         (V2_DIGITS, pixels_request(-3.4e38), ["from 0 to 16", "-3.4e+38"]),
@@ -66,7 +67,17 @@ def test_unparseable_bodies_are_a_400_naming_the_problem(
             ["nested deeper than its shape"],
         ),
     ],
-    ids=["surrogate-v2", "surrogate-v1", "pixels-max", "pixels-min", "pixels-v1", "huge-int", "huge-int-v1", "nesting"],
+    ids=[
+        "surrogate-v2",
+        "surrogate-id",
+        "surrogate-v1",
+        "pixels-max",
+        "pixels-min",
+        "pixels-v1",
+        "huge-int",
+        "huge-int-v1",
+        "nesting",
+    ],
 )
 def test_content_no_model_can_score_is_a_400_naming_the_problem(
     call: Call, path: str, document: Any, words: list[str]
