@@ -244,7 +244,8 @@ def test_an_assembly_near_its_timeout_parks_and_a_continuation_finishes_it(
     monkeypatch: pytest.MonkeyPatch,
     parks: bool,
 ) -> None:
-    # given parts that take 0.1 s each to append, a dozen of them, and a 1 s function timeout (hand-off at 0.4 s)
+    # given parts that take 0.1 s each to append, two dozen of them, and a 2 s function timeout (hand-off at 0.8 s:
+    # parking takes a few S3 and SQS calls, up to half a second on a loaded CI machine)
     append = MultipartWriter.append_object
 
     def slow_append(self: MultipartWriter, key: str, size: int) -> None:
@@ -254,26 +255,26 @@ def test_an_assembly_near_its_timeout_parks_and_a_continuation_finishes_it(
     monkeypatch.setattr(MultipartWriter, "append_object", slow_append)
     if not parks:  # the guard removed: the assembler never looks at its clock
         monkeypatch.setattr("functions.batch.fanout.Clock.due", lambda self: False)
-    function = build(serving_settings, loaded_models, aws, function_timeout_s=1.0)
-    put_lines(aws[0], "batch/input/sentiment/assembled.jsonl", tweets(160))
+    function = build(serving_settings, loaded_models, aws, function_timeout_s=2.0)
+    put_lines(aws[0], "batch/input/sentiment/assembled.jsonl", tweets(320))
     # when it is scored
-    tasks = run(function, "batch/input/sentiment/assembled.jsonl", timeout_s=1.0)
+    tasks = run(function, "batch/input/sentiment/assembled.jsonl", timeout_s=2.0)
     # then the outputs are whole either way
     summary, results, errors = outputs(aws[0], "batch/output/sentiment/assembled.jsonl.summary.json")
-    assert_every_row_once(results, errors, set(range(1, 161)))
-    assert [row["id"] for row in results] == [f"t{n}" for n in range(160)]
+    assert_every_row_once(results, errors, set(range(1, 321)))
+    assert [row["id"] for row in results] == [f"t{n}" for n in range(320)]
     assembling = [entry for entry in summary["invocations"] if entry["stage"] == "assemble"]
     longest = max(entry["duration_s"] for entry in assembling)
     if parks:  # but only a parked assembly keeps every invocation well inside its timeout
         assert len(assembling) >= 2
         assert sum(task["task"] == "assemble" for task in tasks) == len(assembling) - 1
-        assert longest < 0.8
+        assert longest < 1.6
         working = f".runs/{summary['run_id']}/"  # parts, carries and the assembly state: deleted at the end
         assert not [key for key in all_keys(aws[0]) if working in key]
     else:
-        assert summary["shards"] >= 12
+        assert summary["shards"] >= 24
         assert len(assembling) == 1
-        assert longest > 1.0
+        assert longest > 2.0
 
 
 def test_a_continuation_that_finds_the_assembly_lease_held_is_retried_not_dropped(
