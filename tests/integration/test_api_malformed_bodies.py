@@ -87,6 +87,13 @@ def test_content_no_model_can_score_is_a_400_naming_the_problem(
     assert_client_error(status, body, 400, *words)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_v1_pixel_beyond_fp32_is_refused_without_a_numpy_warning(call: Call) -> None:
+    # a warning would land in the function's logs on every such request (here it is an error, so the answer a 500)
+    status, body, _ = call("POST", "/v1/models/digits:predict", raw=json.dumps({"instances": [[1e39] * 64]}))
+    assert_client_error(status, body, 400, "instance 0", "from 0 to 16", "inf")
+
+
 def test_pixels_at_the_edges_of_the_range_still_score(call: Call) -> None:
     assert call("POST", V2_DIGITS, pixels_request(0.0))[0] == 200
     assert call("POST", V2_DIGITS, pixels_request(16))[0] == 200

@@ -45,7 +45,8 @@ class ImageClassification(Classifier):
         if isinstance(value, bool | str | int | float) or value is None:
             raise InputError(f"{self.input_name!r} must be a {self.image_shape} array or {self.pixel_count} numbers")
         try:
-            pixels = np.asarray(value, dtype=np.float32)
+            with np.errstate(over="ignore"):  # numbers beyond FP32 become inf, which the range check refuses
+                pixels = np.asarray(value, dtype=np.float32)
         except (TypeError, ValueError, OverflowError):
             raise InputError(
                 f"{self.input_name!r}: expected numbers in a [{', '.join(map(str, self.image_shape))}] array"
