@@ -183,7 +183,7 @@ def create_api(settings: Settings, models: Mapping[str, ServedModel]) -> ApiFunc
         return Response(status_code=HTTPStatus.OK, content_type=content_types.APPLICATION_JSON, body=schema)
 
     routes.append(("GET", "/openapi.json"))
-    register_error_handlers(app, logger=logger, max_body_bytes=settings.max_body_bytes, routes=routes)
+    register_error_handlers(app, logger=logger, routes=routes)
 
     @logger.inject_lambda_context
     @tracer.capture_lambda_handler(capture_response=False)  # responses can be large (embeddings); keep traces small

@@ -11,10 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
-from aws_lambda_powertools.event_handler.openapi.exceptions import (
-    RequestUnsupportedContentType,
-    RequestValidationError,
-)
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
@@ -25,7 +22,6 @@ from functions.api.envelope import (
     PayloadTooLargeError,
     ResponseTooLargeError,
     UnsupportedMediaTypeError,
-    check_envelope,
 )
 from functions.runtime.errors import (
     BackendError,
@@ -92,7 +88,6 @@ def register_error_handlers(
     app: APIGatewayHttpResolver,
     *,
     logger: Logger,
-    max_body_bytes: int,
     routes: Iterable[tuple[str, str]],
 ) -> None:
     """Map every error to its HTTP answer on `app`; `routes` ((method, rule) pairs) tell a 405 from a 404."""
@@ -108,15 +103,6 @@ def register_error_handlers(
         headers = {"Allow": ", ".join(error.allowed)} if isinstance(error, MethodNotAllowedError) else None
         return error_response(ENVELOPE_STATUS.get(type(error), HTTPStatus.BAD_REQUEST), str(error), headers)
 
-    def envelope_first(status: HTTPStatus, message: str) -> Response:
-        """Body validation runs before any middleware: the envelope is checked here first, so a 7 MB or non-JSON
-        body answers 413/415 rather than 400."""
-        try:
-            check_envelope(app.current_event, max_body_bytes)
-        except EnvelopeError as envelope:
-            return envelope_error(envelope)
-        return error_response(status, message)
-
     @app.exception_handler(TooManyInstancesError)
     def too_many_instances(error: TooManyInstancesError) -> Response:
         return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(error))
@@ -131,11 +117,7 @@ def register_error_handlers(
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(error: RequestValidationError) -> Response:
-        return envelope_first(HTTPStatus.BAD_REQUEST, describe_validation_errors(error.errors()))
-
-    @app.exception_handler(RequestUnsupportedContentType)
-    def unsupported_content_type(_: RequestUnsupportedContentType) -> Response:
-        return envelope_first(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported content type; send application/json")
+        return error_response(HTTPStatus.BAD_REQUEST, describe_validation_errors(error.errors()))
 
     @app.not_found
     def route_not_found(_: NotFoundError) -> Response:
@@ -177,4 +159,4 @@ def register_error_handlers(
         if not is_undecodable_body(app.current_event, error):
             return unexpected(error)
         message = f"malformed JSON body: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})"
-        return envelope_first(HTTPStatus.BAD_REQUEST, message)
+        return error_response(HTTPStatus.BAD_REQUEST, message)
