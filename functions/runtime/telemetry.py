@@ -29,8 +29,11 @@ class EMFProvider(AmazonCloudWatchEMFProvider):
     request pays for this flush, and the standard library's encoder is the slower one."""
 
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
-        if (not self.metric_set and not raise_on_empty_metrics) or is_metrics_disabled():
-            return  # nothing to publish (health and metadata requests), or POWERTOOLS_METRICS_DISABLED
+        if is_metrics_disabled():  # POWERTOOLS_METRICS_DISABLED: dropped, as Powertools would print every 100th value
+            self.clear_metrics()
+            return
+        if not self.metric_set and not raise_on_empty_metrics:
+            return  # nothing to publish (health and metadata requests)
         document = orjson.dumps(self.serialize_metric_set()).decode()  # raises SchemaValidationError when empty
         self.clear_metrics()
         self.emit(document)

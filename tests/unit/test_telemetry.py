@@ -81,3 +81,17 @@ def test_an_empty_flush_publishes_nothing_unless_asked_to_fail(capsys: pytest.Ca
     assert capsys.readouterr().out == ""
     with pytest.raises(SchemaValidationError):
         metrics.flush_metrics(raise_on_empty_metrics=True)
+
+
+def test_with_powertools_metrics_disabled_no_invocation_ever_writes_emf(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given POWERTOOLS_METRICS_DISABLED, and more invocations than the 100 values Powertools keeps before it prints
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    _, _, metrics = function_telemetry(Settings(service_name="api-under-test", metrics_namespace="Tests"))
+    for _ in range(150):
+        metrics.add_dimension(name="model", value="sentiment")
+        metrics.add_metric(name="InferenceLatency", unit="Milliseconds", value=1.25)
+        metrics.flush_metrics()
+    # then nothing reached stdout, where CloudWatch would read it
+    assert capsys.readouterr().out == ""
